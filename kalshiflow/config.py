@@ -1,0 +1,252 @@
+"""Configuration: TOML files in configs/ -> frozen msgspec Structs.
+
+Precedence (lowest first): struct defaults, the TOML file, environment variables
+``KALSHIFLOW_<SECTION>_<KEY>``, then CLI overrides (``--set section.key=value`` or a CLI's own
+flags). Unknown keys and wrong types are refused with an error naming the source, the key and the
+expected type. Unknown ``KALSHIFLOW_*`` variables are refused too, so a typo never silently does
+nothing.
+
+Secrets never live here: see :mod:`kalshiflow.secrets`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+ENV_PREFIX = "KALSHIFLOW_"
+# Variables with the prefix that are not config keys.
+ENV_NON_KEYS = frozenset({"KALSHIFLOW_CONFIG", "KALSHIFLOW_DATA_DIR"})
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
+
+
+class ConfigError(ValueError):
+    """A config value that is unknown, mistyped or out of range; the message names where."""
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class StorageConfig(_Section):
+    # Embedded PostgreSQL data directory; "" = <user data dir>/kalshiflow/pgdata.
+    data_dir: str = ""
+    database: str = "kalshiflow"
+    pool_min: int = 1
+    pool_max: int = 8
+    command_timeout_s: float = 60.0
+    connect_timeout_s: float = 30.0
+
+
+class ExchangeConfig(_Section):
+    # simulator: the built-in Kalshi-compatible exchange; demo / production: real Kalshi.
+    environment: Literal["simulator", "demo", "production"] = "simulator"
+    # Order placement on production needs this AND environment = "production".
+    allow_production_orders: bool = False
+    # Explicit endpoints override the environment's defaults ("" = default).
+    rest_url: str = ""
+    ws_url: str = ""
+    request_timeout_s: float = 10.0
+    max_retries: int = 5
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 10.0
+    # A WS connection with no frame and no ping for this long is treated as dead.
+    ws_silence_timeout_s: float = 30.0
+
+
+class SimulatorConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = any free port (embedded); the CLI defaults to 8765
+    markets: int = 20
+    seed: int = 7
+    speed: float = 1.0
+    starting_balance_dollars: str = "10000.00"
+    clock_skew_s: float = 30.0
+    ping_interval_s: float = 10.0
+    read_tokens_per_s: int = 2000
+    write_tokens_per_s: int = 1000
+    max_frame_bytes: int = 1_048_576
+
+
+class CollectorConfig(_Section):
+    tickers: list[str] = []
+    discover_top_n: int = 20
+    markets_per_collector: int = 50
+    batch_interval_ms: int = 50
+    max_batch_rows: int = 5000
+    reconnect_backoff_s: float = 0.5
+    reconnect_backoff_max_s: float = 15.0
+
+
+class WriteQueueConfig(_Section):
+    flush_rows: int = 5000
+    flush_interval_ms: int = 250
+    high_water_rows: int = 200_000
+    spill_dir: str = ""  # "" = <data dir>/spill
+
+
+class RiskConfig(_Section):
+    max_position_per_market: int = 100
+    max_total_exposure_dollars: str = "5000.00"
+    max_orders_per_s: float = 5.0
+    max_open_orders: int = 50
+    daily_volume_cap_dollars: str = "100000.00"
+    daily_loss_stop_fraction: float = 0.05
+    stale_book_s: float = 10.0
+
+
+class TraderConfig(_Section):
+    decision_interval_s: float = 1.0
+    order_size: int = 10
+
+
+class UIConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    update_interval_s: float = 1.0
+
+
+class RayConfig(_Section):
+    address: str = ""  # "" = join a running cluster if any, else start a local one
+    num_cpus: int = 2
+    namespace: str = "kalshiflow"
+
+
+class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    storage: StorageConfig = StorageConfig()
+    exchange: ExchangeConfig = ExchangeConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    collector: CollectorConfig = CollectorConfig()
+    write_queue: WriteQueueConfig = WriteQueueConfig()
+    risk: RiskConfig = RiskConfig()
+    trader: TraderConfig = TraderConfig()
+    ui: UIConfig = UIConfig()
+    ray: RayConfig = RayConfig()
+
+
+_MSGSPEC_PATH = re.compile(r"\s*-\s*at\s*`\$((?:\.\w+|\[\d+\])*)`\s*$")
+
+
+def _explain(err: msgspec.ValidationError, source: str) -> ConfigError:
+    text = str(err)
+    m = _MSGSPEC_PATH.search(text)
+    where = m.group(1).lstrip(".") if m else ""
+    detail = _MSGSPEC_PATH.sub("", text)
+    unknown = re.match(r"Object contains unknown field `(\w+)`", detail)
+    if unknown:
+        key = f"{where}.{unknown.group(1)}" if where else unknown.group(1)
+        return ConfigError(f"{source}: unknown key `{key}`")
+    return ConfigError(f"{source}: key `{where or '<root>'}`: {detail}")
+
+
+def _decode(data: Mapping[str, Any], source: str, struct: type[Any] = AppConfig) -> Any:
+    try:
+        return msgspec.convert(data, struct, strict=True)
+    except msgspec.ValidationError as err:
+        raise _explain(err, source) from None
+
+
+def _section_fields() -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for section in msgspec.structs.fields(AppConfig):
+        out[section.name] = {f.name: f.type for f in msgspec.structs.fields(section.type)}
+    return out
+
+
+def _parse_scalar(text: str, field_type: Any = None) -> Any:
+    """Environment / CLI values are TOML literals when they parse as one, else plain strings.
+
+    A string-typed key always takes the raw text, so "10000.00" stays a string.
+    """
+    if field_type is str or (getattr(field_type, "__origin__", None) is Literal):
+        return text
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if "," in text:
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return text
+
+
+def _merge(base: dict[str, Any], section: str, key: str, value: Any) -> None:
+    target = base.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise ConfigError(f"section `{section}` must be a table")
+    target[key] = value
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], Any]:
+    """KALSHIFLOW_<SECTION>_<KEY> -> {(section, key): value}; unknown names raise ConfigError."""
+    names: dict[str, tuple[str, str]] = {}
+    for section, fields in _section_fields().items():
+        for key in fields:
+            names[f"{ENV_PREFIX}{section}_{key}".upper()] = (section, key)
+    found: dict[tuple[str, str], Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NON_KEYS:
+            continue
+        if name not in names:
+            raise ConfigError(f"environment: unknown config variable {name}")
+        section, key = names[name]
+        found[(section, key)] = _parse_scalar(raw, _section_fields()[section][key])
+    return found
+
+
+def parse_set(item: str) -> tuple[str, str, Any]:
+    """'section.key=value' -> (section, key, value)."""
+    path, eq, raw = item.partition("=")
+    section, dot, key = path.strip().partition(".")
+    if not eq or not dot or not section or not key:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    field_type = _section_fields().get(section, {}).get(key)
+    return section, key, _parse_scalar(raw.strip(), field_type)
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[tuple[str, str], Any] | None = None,
+) -> AppConfig:
+    """Load a config file (default: $KALSHIFLOW_CONFIG or configs/default.toml) with overrides."""
+    env = os.environ if environ is None else environ
+    chosen = Path(path) if path else Path(env.get("KALSHIFLOW_CONFIG") or DEFAULT_CONFIG)
+    try:
+        with chosen.open("rb") as fh:
+            data: dict[str, Any] = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{chosen}: config file not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{chosen}: not valid TOML: {err}") from None
+    # Validate the file alone first so its errors name the file.
+    _decode(data, str(chosen))
+    for source, extra in (("environment", env_overrides(env)), ("command line", overrides or {})):
+        if not extra:
+            continue
+        merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+        for (section, key), value in extra.items():
+            _merge(merged, section, key, value)
+        try:
+            _decode(merged, source)
+        except ConfigError:
+            # Re-validate one value at a time so the message names the variable at fault.
+            for (section, key), value in extra.items():
+                probe = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+                _merge(probe, section, key, value)
+                label = f"{ENV_PREFIX}{section}_{key}".upper() if source == "environment" else f"--set {section}.{key}"
+                _decode(probe, f"{source} ({label})")
+            raise
+        data = merged
+    return _decode(data, str(chosen))
+
+
+def to_dict(config: AppConfig) -> dict[str, Any]:
+    """Plain dict (for JSON in session rows and manifests). Holds no secrets by construction."""
+    return msgspec.to_builtins(config)
