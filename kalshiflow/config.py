@@ -43,6 +43,8 @@ class StorageConfig(_Section):
     pool_max: int = 8
     command_timeout_s: float = 60.0
     connect_timeout_s: float = 30.0
+    # How long to keep retrying a server that refuses connections (still starting) before failing.
+    connect_retry_s: float = 10.0
 
 
 class ExchangeConfig(_Section):
@@ -59,6 +61,10 @@ class ExchangeConfig(_Section):
     backoff_max_s: float = 10.0
     # A WS connection with no frame and no ping for this long is treated as dead.
     ws_silence_timeout_s: float = 30.0
+    # Which Kalshi hostnames demo/production use: "shared" (demo-api.kalshi.co /
+    # api.elections.kalshi.com, what most clients use) or "external" (external-api*.kalshi.co(m),
+    # Kalshi's recommended hosts since spring 2026). Ignored for the simulator and for overrides.
+    kalshi_hosts: Literal["shared", "external"] = "shared"
 
 
 class SimulatorConfig(_Section):
@@ -73,6 +79,22 @@ class SimulatorConfig(_Section):
     read_tokens_per_s: int = 2000
     write_tokens_per_s: int = 1000
     max_frame_bytes: int = 1_048_576
+    # --- exchange server (kalshiflow.exchange.server) ---
+    # Token buckets as Kalshi's: every REST request costs request_cost_tokens from the read or
+    # write bucket of its account (unsigned requests: of its client address); a bucket holds
+    # bucket_seconds of budget. rate_limit = false turns limiting off (benchmarks).
+    rate_limit: bool = True
+    request_cost_tokens: int = 10
+    bucket_seconds: float = 1.0
+    # Frames queued per WS connection before the subscription that overflows it is dropped with
+    # error 25 (Kalshi's slow-consumer behaviour); bounds memory, never stalls the exchange.
+    ws_queue_frames: int = 50_000
+    # Run the synthetic market generator (false: an empty exchange, markets added by the caller).
+    generator: bool = True
+    # Where a generated API key pair is written when no key is given ("" = <data root>/simulator).
+    key_dir: str = ""
+    # How often time-driven changes (market open/close, order expiry) are applied.
+    advance_interval_s: float = 0.25
 
 
 class CollectorConfig(_Section):
@@ -83,6 +105,24 @@ class CollectorConfig(_Section):
     max_batch_rows: int = 5000
     reconnect_backoff_s: float = 0.5
     reconnect_backoff_max_s: float = 15.0
+    # Also record the public tape, and follow market_lifecycle_v2 to drop markets that settle.
+    trades: bool = True
+    lifecycle: bool = True
+    # Kalshi announces no event when a market closes on time: poll REST for it (0 = never).
+    status_poll_s: float = 60.0
+    # A gap's snapshots must arrive within this; then get_snapshot again, then resubscribe, then
+    # reconnect.
+    recovery_timeout_s: float = 5.0
+    # Batches sent to the WriteQueue and not yet acknowledged (pipelining depth).
+    max_inflight_batches: int = 4
+    # Rows held awaiting acknowledgement before the collector stops reading its socket
+    # (backpressure reaches the exchange rather than memory growing without bound).
+    max_unacked_rows: int = 2_000_000
+    # Retry delay (doubling, capped) for a batch whose WriteQueue call failed (e.g. a restart).
+    retry_backoff_s: float = 0.2
+    retry_backoff_max_s: float = 5.0
+    # Ray resources per collector actor: fractional, so several fit on a 2-core machine.
+    actor_num_cpus: float = 0.25
 
 
 class WriteQueueConfig(_Section):
@@ -90,6 +130,18 @@ class WriteQueueConfig(_Section):
     flush_interval_ms: int = 250
     high_water_rows: int = 200_000
     spill_dir: str = ""  # "" = <data dir>/spill
+    # Flush as soon as a writer is idle rather than waiting for flush_rows / flush_interval_ms:
+    # an ack waits for durability, so waiting would only add latency; under load the writers are
+    # busy, batches pile up meanwhile and flushes grow toward flush_rows on their own.
+    eager_flush: bool = True
+    # Concurrent flushes, one PostgreSQL connection each (one encodes while another commits).
+    writers: int = 2
+    # A write not committed after this long counts as "PostgreSQL unreachable": its rows spill.
+    write_timeout_s: float = 30.0
+    # Spill segment files are rotated at this size (bytes).
+    spill_segment_bytes: int = 64 * 1024 * 1024
+    # Longest pause between reconnection attempts while PostgreSQL is down.
+    reconnect_max_s: float = 2.0
 
 
 class RiskConfig(_Section):

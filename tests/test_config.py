@@ -27,7 +27,8 @@ def test_default_config_loads_and_is_frozen() -> None:
 def test_every_default_toml_key_matches_struct_defaults_or_is_valid() -> None:
     # The shipped file must be accepted as-is, and every config file in configs/ too.
     for path in DEFAULT_CONFIG.parent.glob("*.toml"):
-        if path.name.startswith("train"):
+        # generator.toml and train.toml are read by their own loaders, with their own schemas.
+        if path.name.startswith(("train", "generator")):
             continue
         load_config(path, environ={})
 
