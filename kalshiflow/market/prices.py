@@ -14,6 +14,7 @@ Conversion happens here, at the edge, and nowhere else.
 
 from __future__ import annotations
 
+import re
 from typing import NewType
 
 import msgspec
@@ -34,17 +35,19 @@ class PriceError(ValueError):
     """A price, count or amount that cannot be represented exactly or is out of range."""
 
 
+# ASCII digits only: str.isdigit() would let fullwidth or Arabic-Indic digits through.
+_DECIMAL = re.compile(r"([-+]?)([0-9]*)(?:\.([0-9]*))?", re.ASCII)
+
+
 def _parse_fixed(text: str, decimals: int, what: str) -> int:
     """Parse a non-negative decimal string into an integer scaled by 10**decimals, exactly."""
     if not isinstance(text, str):
         raise PriceError(f"{what} must be a decimal string, was {type(text).__name__} {text!r}")
-    s = text.strip()
-    negative = s.startswith("-")
-    if negative or s.startswith("+"):
-        s = s[1:]
-    whole, dot, frac = s.partition(".")
-    if not whole and not frac or not (whole or "0").isdigit() or (dot and frac and not frac.isdigit()):
+    m = _DECIMAL.fullmatch(text.strip())
+    if m is None or not (m.group(2) or m.group(3)):
         raise PriceError(f"{what} {text!r} is not a decimal number")
+    negative = m.group(1) == "-"
+    whole, frac = m.group(2), m.group(3) or ""
     if len(frac) > decimals:
         extra = frac[decimals:]
         if extra.strip("0"):
