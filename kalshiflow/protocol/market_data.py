@@ -318,8 +318,6 @@ class OrderbookFrameDecoder:
         cached = self._price_cache.get(text)
         if cached is not None:
             return cached
-        if not text.isascii():  # int() and str.isdigit() accept other scripts' digits
-            raise FrameError(f"{where}: price {text!r} is not ASCII")
         try:
             price = parse_price(text)
         except PriceError as err:
@@ -331,8 +329,6 @@ class OrderbookFrameDecoder:
         cached = self._qty_cache.get(text)
         if cached is not None:
             return cached
-        if not text.isascii():
-            raise FrameError(f"{where}: count {text!r} is not ASCII")
         try:
             qty = parse_qty(text)
         except PriceError as err:

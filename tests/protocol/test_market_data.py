@@ -155,7 +155,7 @@ def test_malformed_frames_raise_frame_error(frame: bytes, words: str) -> None:
         ({"side": "yes", "price_dollars": "1.5000", "delta_fp": "1.00"}, "outside [0, 1]"),
         ({"side": "yes", "price_dollars": "0.50001", "delta_fp": "1.00"}, "more than 4 decimal"),
         ({"side": "yes", "price_dollars": "0.5000", "delta_fp": "1.001"}, "more than 2 decimal"),
-        ({"side": "yes", "price_dollars": "\uff10.\uff15", "delta_fp": "1.00"}, "not ASCII"),
+        ({"side": "yes", "price_dollars": "\uff10.\uff15", "delta_fp": "1.00"}, "not a decimal number"),
         ({"side": "no", "price": 101, "delta": 1}, "outside 0..100"),
         ({"side": "no", "price": 50, "delta_fp": "abc"}, "not a decimal number"),
     ],
