@@ -152,6 +152,25 @@ class RiskConfig(_Section):
     daily_volume_cap_dollars: str = "100000.00"
     daily_loss_stop_fraction: float = 0.05
     stale_book_s: float = 10.0
+    # --- risk gate details (kalshiflow/trading/risk.py, docs/risk.md) ---
+    # Token-bucket capacity for max_orders_per_s; 0 = one second's worth (at least 1).
+    order_burst: int = 0
+    # Loss (fraction of start-of-day value) at which ACTIVE drops to REDUCING; 0 = never.
+    reducing_loss_fraction: float = 0.0
+    flatten_on_loss_stop: bool = True
+    flatten_on_kill: bool = False
+    # Flatten orders are IOC limits this far below the held side's best bid (floored to a cent).
+    flatten_slippage_dollars: str = "0.05"
+    # An approved order not redeemed by the order router within this is void.
+    approval_ttl_s: float = 2.0
+    # An approved order counts as resting until the portfolio shows it, or for at most this long.
+    pending_order_ttl_s: float = 30.0
+    # Shrink an order to the room left under a cap instead of refusing it outright.
+    resize_to_fit: bool = True
+    # --- position reconciler (actors/reconciler.py) ---
+    reconcile_interval_s: float = 10.0
+    # Balance differences up to this (plus $0.01 per resting order) are rounding, not drift.
+    balance_tolerance_dollars: str = "0.01"
 
 
 class TraderConfig(_Section):

@@ -155,7 +155,7 @@ ORDER BY received_ts_ns, epoch, sid, seq, trade_id
 """
 
 
-def _book_event(ticker: str, r: Any) -> SessionEvent:
+def _book_event(ticker: str, r: Any) -> RecordedSnapshot | RecordedDelta | RecordedGap:
     kind = r["kind"]
     if kind == 2:
         return RecordedDelta(
