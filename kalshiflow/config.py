@@ -169,25 +169,65 @@ class RiskConfig(_Section):
     resize_to_fit: bool = True
     # --- position reconciler (actors/reconciler.py) ---
     reconcile_interval_s: float = 10.0
+    # A resting order the reconciler does not know yet is only a discrepancy once older than this.
+    order_grace_s: float = 5.0
     # Balance differences up to this (plus $0.01 per resting order) are rounding, not drift.
     balance_tolerance_dollars: str = "0.01"
 
 
 class TraderConfig(_Section):
+    # Exchange seconds between two decisions of one market: set it to the served model's training
+    # EnvConfig.decision_interval_s (the cadence the policy learned at; docs/trading.md).
     decision_interval_s: float = 1.0
+    # Not used for sizing: order sizes come from the action table (``sizes``), exactly as in
+    # training (prior-system-lessons §4.3: 20 contracts trained vs 10 sent live).
     order_size: int = 10
+    # --- the model schema: must equal the trained env's (EnvConfig); the PolicyServer gets the same ---
+    sizes: tuple[int, ...] = (1, 5, 10)  # contracts per order action (EnvConfig.sizes)
+    max_position: int = 50  # contracts per side (EnvConfig.max_position)
+    reference_cash_dollars: int = 1000  # EnvConfig.starting_cash: the features' capital per market
+    stale_after_s: float = 300.0  # EnvConfig.stale_after_s (the action mask's staleness rule)
+    # --- cadence and the decision path ---
+    max_decisions_per_s: float = 200.0  # wall clock, all markets (protects the PolicyServer)
+    policy_timeout_s: float = 1.0  # a PolicyServer call slower than this is a HOLD ("unavailable")
+    fetch_depth: bool = True  # ask the collector for full ladders when an update carries only the top
+    # --- housekeeping ---
+    portfolio_refresh_s: float = 0.25  # PositionReconciler.portfolio() poll
+    order_sync_s: float = 5.0  # REST resting-order sync (adopt leftovers, close vanished)
+    collector_poll_s: float = 1.0  # collector liveness: a disconnected one -> cancel its markets' orders
+    snapshot_interval_s: float = 30.0  # position_snapshots rows
+    persist_interval_s: float = 0.5  # rows to the WriteQueue at most this often
+    account: str = "paper"
+    client_order_prefix: str = "kf"  # client order ids: <prefix>-<incarnation>-<n>
+    actor_num_cpus: float = 0.25
+    # Paper trading with discovered markets: look for newly listed ones this often (wall s; 0 = never).
+    market_refresh_s: float = 0.0
 
 
 class UIConfig(_Section):
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = 8000  # 0 = any free port (the launcher prints the URL)
+    # At most one message per component (collection, trader, trades, each book, PnL) per interval.
     update_interval_s: float = 1.0
+    # Per-browser outbox: a slow browser loses its OLDEST messages beyond these (counted, resynced),
+    # and never slows the others (reference-systems.md §2.6 budgets 64 KiB per connection).
+    client_queue_messages: int = 64
+    client_queue_bytes: int = 262_144
+    book_depth: int = 10  # ladder levels per side
+    recent_fills: int = 50  # fills listed in the trades panel
+    pnl_history_points: int = 3600  # one per interval: an hour at 1 s
+    # Timeout of each status call the Broadcaster makes; a slow actor shows as stale, not as a stall.
+    poll_timeout_s: float = 2.0
 
 
 class RayConfig(_Section):
-    address: str = ""  # "" = join a running cluster if any, else start a local one
-    num_cpus: int = 2
+    # "" = join the cluster `ray start` made (RAY_ADDRESS or Ray's address file), else start a local
+    # one; "auto" = join one or fail; "local" = always start a local one; HOST:PORT or ray://HOST:PORT.
+    address: str = ""
+    num_cpus: int = 2  # CPUs of a cluster started here (ignored when joining one)
     namespace: str = "kalshiflow"
+    include_dashboard: bool = True  # Ray's own dashboard, for a cluster started here
+    dashboard_port: int = 8265
 
 
 class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

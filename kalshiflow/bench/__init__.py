@@ -16,8 +16,10 @@ from collections.abc import Callable, Mapping
 BENCHMARKS: dict[str, str] = {
     # name -> "module:function"
     "book": "kalshiflow.bench.book:main",
+    "train": "kalshiflow.bench.train:main",
     "exchange": "kalshiflow.bench.exchange:main",
     "ingest": "kalshiflow.bench.ingest:main",
+    "env": "kalshiflow.bench.env:main",
 }
 
 

@@ -140,7 +140,7 @@ async def _end_to_end(h: Any, config: AppConfig, url: str, seconds: float, backl
         "gaps": summary.gaps,
         "reconnects": summary.reconnects,
         "lag_ms_mean": [None if s.lag_ms_mean is None else round(s.lag_ms_mean, 2) for s in stats],
-        "collector_messages_per_s": [round(s.messages_per_s) for s in stats],
+        "collector_deltas": [s.deltas for s in stats],
     }
 
 

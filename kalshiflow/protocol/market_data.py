@@ -435,8 +435,15 @@ def encode_delta(
     return msgspec.json.encode(OrderbookDelta(sid=sid, seq=seq, msg=msg))
 
 
+# The simulator stamps every delta it emits; strftime per frame was ~40% of encode_delta's cost,
+# and consecutive frames almost always share a second, so the second's text is cached.
+_last_stamp: list[object] = [None, ""]
+
+
 def _rfc3339_from_ms(ts_ms: int) -> str:
     """Epoch ms -> "2026-06-24T15:49:55.033000Z" (Kalshi's microsecond form), exactly."""
     seconds, millis = divmod(ts_ms, 1000)
-    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{millis * 1000:06d}Z"
+    if _last_stamp[0] != seconds:
+        _last_stamp[1] = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_stamp[0] = seconds
+    return f"{_last_stamp[1]}.{millis * 1000:06d}Z"

@@ -1,0 +1,440 @@
+"""The functional core of one collector shard: frames in; books, rows, requests and stats out.
+
+One ``ShardState`` per collector (one WS connection, many markets). The actor feeds it every frame
+with its receive time (:meth:`on_frame`) and tells it about connections (:meth:`begin_epoch`,
+:meth:`end_epoch`) and market changes; it never touches the network, the clock or Ray. In return
+it produces
+
+- the L2 book of every market (``kalshiflow.market.book.OrderBook``);
+- rows for the WriteQueue, in ``storage.schema`` column order (:meth:`take_rows`);
+- wire requests the actor must carry out (:meth:`take_requests`): ``get_snapshot`` after a gap,
+  ``resync`` (unsubscribe + subscribe) or ``reconnect`` when recovery stalls, ``drop`` for
+  markets that closed;
+- top-of-book views of the markets that changed (:meth:`take_tops`) and stats.
+
+Sequence handling (kalshi-protocol.md §1.8): ``seq`` is per sid and shared by every market on it,
+so a hole invalidates EVERY book on that sid. Each book is replaced wholesale by its next
+snapshot; until then deltas are still recorded (nothing received is dropped) with ``size_after``
+NULL, and the book is not updated. Duplicate and late frames are counted and ignored.
+
+Gap rows: one per hole, plus one per new connection after the first (sid 0, expected/received
+0: everything between the two connections is unknown). Each is written when the gap opens and
+again when it closes -- every invalidated book has its snapshot again (``recovered_at`` and
+``recovery_method`` set), or the connection ended first (``recovered_at`` NULL); the WriteQueue
+fills the end columns in. The hole is visible in the recorded seqs either way.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from kalshiflow.collect import rows as R
+from kalshiflow.collect.market_state import MarketState
+from kalshiflow.collect.messages import BookTop, EpochRecord, MarketStats
+from kalshiflow.collect.recovery import ORDERBOOK, OpenGap, Recovery, Request
+from kalshiflow.collect.sequencer import GAP, OK, Sequencer
+from kalshiflow.market.book import BookError, OrderBook
+from kalshiflow.market.prices import LINEAR_CENT, PriceGrid
+from kalshiflow.market.types import Side
+from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol.errors import DecodeError
+from kalshiflow.protocol.market_data import (
+    FrameError,
+    OrderbookDelta,
+    OrderbookFrameDecoder,
+    OrderbookSnapshot,
+)
+
+__all__ = ["ORDERBOOK", "TRADE", "LIFECYCLE", "Request", "ShardState"]
+
+TRADE = "trade"
+LIFECYCLE = "market_lifecycle_v2"
+# Lifecycle events after which a market never trades again: stop collecting it.
+CLOSING_EVENTS = frozenset({"determined", "settled"})
+
+_Frame = (
+    OrderbookDelta | OrderbookSnapshot | wm.Ok | wm.Subscribed | wm.Unsubscribed | wm.ErrorReply
+    | wm.TradeFrame | wm.LifecycleFrame | wm.EventLifecycleFrame
+)
+_YES, _NO = Side.YES, Side.NO
+
+
+class ShardState:
+    """Books, sequence checks, gap recovery state, row buffers and stats of one collector shard."""
+
+    def __init__(self, session_id: str, collector_id: str, *, use_yes_price: bool = False) -> None:
+        self.session_id = session_id
+        self.collector_id = collector_id
+        self.epoch = 0  # the current connection's epoch id; 0 = not connected yet
+        self._epoch_started_ns = 0
+        self.epochs_begun = 0
+        self.epoch_log: list[EpochRecord] = []  # this process's connections (bookkeeping rows)
+        self._markets: dict[str, MarketState] = {}
+        self._seq = Sequencer()
+        self._parse = OrderbookFrameDecoder(use_yes_price)
+        self._decode = msgspec.json.Decoder(_Frame).decode
+        self._channel_of: dict[int, str] = {}  # sid -> channel (this epoch)
+        self._book_tickers: dict[int, set[str]] = {}  # orderbook sid -> markets on it
+        self._recovery = Recovery()
+        self._changed: set[str] = set()
+        self._rows: dict[str, list[tuple[object, ...]]] = {}
+        self._deltas: list[tuple[object, ...]] = []
+        self._new_buffers()
+        self.n = dict.fromkeys(
+            ("frames", "deltas", "snapshots", "trades", "gaps", "book_errors", "decode_errors",
+             "unknown_frames", "unknown_markets", "command_errors"), 0)
+
+    # ------------------------------------------------------------------ markets
+
+    def add_market(self, ticker: str, grid: PriceGrid = LINEAR_CENT) -> bool:
+        """Start tracking ``ticker`` (its book is invalid until its first snapshot); False if present."""
+        m = self._markets.get(ticker)
+        if m is not None and m.active:
+            return False
+        self._markets[ticker] = MarketState(ticker, grid)
+        return True
+
+    def drop_market(self, ticker: str, now_ns: int) -> bool:
+        """Stop tracking ``ticker`` (closed or removed); its counters stay for stats."""
+        m = self._markets.get(ticker)
+        if m is None or not m.active:
+            return False
+        m.active = False
+        m.book.invalidate("market dropped")
+        for tickers in self._book_tickers.values():
+            tickers.discard(ticker)
+        self._resolved(ticker, now_ns)
+        self._changed.discard(ticker)
+        return True
+
+    @property
+    def tickers(self) -> tuple[str, ...]:
+        return tuple(t for t, m in self._markets.items() if m.active)
+
+    def book(self, ticker: str) -> OrderBook | None:
+        m = self._markets.get(ticker)
+        return m.book if m is not None and m.active else None
+
+    # ------------------------------------------------------------------ connections
+
+    def begin_epoch(self, epoch: int, now_ns: int, cause: str = "start") -> None:
+        """A new connection: sids and seqs restart, every book waits for a fresh snapshot.
+
+        ``cause`` is "start" for a collector's first connection, "reconnect" for a later one and
+        "actor_restart" for the first connection of a restarted actor; the last two open a gap
+        (sid 0) that closes when every market has its snapshot again.
+        """
+        if self.epoch:
+            self.end_epoch(now_ns, "superseded")
+        self.epoch = epoch
+        self._epoch_started_ns = now_ns
+        self.epochs_begun += 1
+        self._seq.reset()
+        self._channel_of.clear()
+        self._book_tickers.clear()
+        for ticker, m in self._markets.items():
+            if m.active:
+                m.book.invalidate("new connection: awaiting snapshot")
+                self._changed.add(ticker)
+        self._rows["connection_epochs"].append(R.epoch_row(self, epoch, now_ns, None, None))
+        self.epoch_log.append(EpochRecord(epoch=epoch, collector_id=self.collector_id, connected_ns=now_ns))
+        if cause != "start":
+            # Resolved by the snapshots the re-subscribe brings; nothing to request.
+            self._open_gap(OpenGap(0, 0, 0, now_ns, self.tickers, cause), None, cause)
+
+    def end_epoch(self, now_ns: int, reason: str) -> None:
+        """The connection ended: write unresolved gaps (recovered_at NULL) and close the epoch row."""
+        if not self.epoch:
+            return
+        for gap in self._recovery.close_all():
+            self._rows["gaps"].append(R.gap_row(self, gap, None, "unrecovered: connection ended"))
+        self._rows["connection_epochs"].append(
+            R.epoch_row(self, self.epoch, self._epoch_started_ns, now_ns, reason)
+        )
+        last = self.epoch_log[-1] if self.epoch_log else None
+        if last is not None and last.epoch == self.epoch:
+            self.epoch_log[-1] = msgspec.structs.replace(last, disconnected_ns=now_ns, reason=reason)
+        self.epoch = 0
+
+    # ------------------------------------------------------------------ frames
+
+    def on_frame(self, data: bytes, recv_ns: int) -> None:
+        """Route one WS text frame. Never raises for bad input: it is counted instead."""
+        self.n["frames"] += 1
+        try:
+            frame = self._decode(data)
+        except msgspec.DecodeError as err:  # ValidationError included
+            key = "unknown_frames" if "`$.type`" in str(err) else "decode_errors"
+            self.n[key] += 1
+            return
+        kind = type(frame)
+        if kind is OrderbookDelta:
+            self._on_delta(frame, recv_ns)  # type: ignore[arg-type]
+        elif kind is OrderbookSnapshot:
+            self._on_snapshot(frame, recv_ns)  # type: ignore[arg-type]
+        elif kind is wm.TradeFrame or kind is wm.LifecycleFrame:
+            self._on_data(frame, data, recv_ns)  # type: ignore[arg-type]
+        elif kind is wm.Ok or kind is wm.Unsubscribed:
+            self._on_reply(frame, recv_ns)  # type: ignore[arg-type]
+        elif kind is wm.Subscribed:
+            self._on_subscribed(frame)  # type: ignore[arg-type]
+        elif kind is wm.ErrorReply:
+            self._on_error(frame, recv_ns)  # type: ignore[arg-type]
+
+    def _check(self, sid: int, seq: int, recv_ns: int) -> bool:
+        """Sequence check; False = ignore the frame (duplicate or late)."""
+        verdict = self._seq.check(sid, seq)
+        if verdict == OK:
+            return True
+        if verdict == GAP:
+            self._on_gap(sid, recv_ns)
+            return True
+        return False
+
+    def _on_delta(self, frame: OrderbookDelta, recv_ns: int) -> None:
+        sid, seq = frame.sid, frame.seq
+        if not self._check(sid, seq, recv_ns):
+            return
+        msg = frame.msg
+        ticker = msg.market_ticker
+        m = self._markets.get(ticker)
+        try:
+            side, price, qty = self._parse.delta_update(msg)
+        except FrameError:
+            # The frame consumed a seq but cannot be applied: the book has lost an update.
+            self.n["decode_errors"] += 1
+            if m is not None and m.active:
+                self._book_error(m, sid, seq, recv_ns, "undecodable delta")
+            return
+        size_after: int | None = None
+        ts_ms = msg.ts_ms
+        if m is not None and m.active:
+            book = m.book
+            if not book.invalid:
+                try:
+                    size_after = book.apply_delta(side, price, qty)
+                except BookError as err:
+                    self._book_error(m, sid, seq, recv_ns, str(err))
+            m.deltas += 1
+            m.last_seq = seq
+            m.last_recv_ns = recv_ns
+            if ts_ms is not None:
+                m.last_ts_ms = ts_ms
+                lag = recv_ns // 1_000_000 - ts_ms
+                m.lag_sum += lag
+                m.lag_n += 1
+                if m.lag_max is None or lag > m.lag_max:
+                    m.lag_max = lag
+            self._changed.add(ticker)
+        else:
+            self.n["unknown_markets"] += 1
+        self.n["deltas"] += 1
+        self._deltas.append((
+            self.session_id, seq, recv_ns, ts_ms, qty, size_after, self.epoch, sid, price,
+            "yes" if side is _YES else "no", ticker, msg.client_order_id,
+        ))
+
+    def _on_snapshot(self, frame: OrderbookSnapshot, recv_ns: int) -> None:
+        sid, seq = frame.sid, frame.seq
+        if not self._check(sid, seq, recv_ns):
+            return
+        msg = frame.msg
+        ticker = msg.market_ticker
+        m = self._markets.get(ticker)
+        try:
+            yes, no = self._parse.snapshot_levels(msg)
+        except FrameError:
+            self.n["decode_errors"] += 1
+            if m is not None and m.active:
+                self._book_error(m, sid, seq, recv_ns, "undecodable snapshot")
+            return
+        self.n["snapshots"] += 1
+        self._rows["book_snapshots"].append(R.snapshot_row(self, seq, recv_ns, sid, ticker, yes, no))
+        if m is None or not m.active:
+            self.n["unknown_markets"] += 1
+            return
+        m.snapshots += 1
+        m.last_seq = seq
+        m.last_recv_ns = recv_ns
+        self._changed.add(ticker)
+        self._book_tickers.setdefault(sid, set()).add(ticker)
+        try:
+            m.book.apply_snapshot(yes, no)  # wholesale replacement; clears ``invalid``
+        except BookError as err:
+            self._book_error(m, sid, seq, recv_ns, str(err))
+            return
+        self._resolved(ticker, recv_ns)
+
+    def _on_reply(self, frame: wm.Ok | wm.Unsubscribed, recv_ns: int) -> None:
+        sid, seq = frame.sid, frame.seq
+        if sid is not None and seq is not None:
+            self._check(sid, seq, recv_ns)  # replies consume a number (S2)
+        if isinstance(frame, wm.Unsubscribed):
+            if sid is not None:
+                self._seq.forget(sid)
+                self._channel_of.pop(sid, None)
+                self._book_tickers.pop(sid, None)
+            return
+        tickers = frame.tickers
+        if sid is not None and tickers is not None and self._channel_of.get(sid) == ORDERBOOK:
+            self._book_tickers[sid] = {t for t in tickers if t in self._markets and self._markets[t].active}
+
+    def _on_subscribed(self, frame: wm.Subscribed) -> None:
+        sid, channel = frame.msg.sid, frame.msg.channel
+        self._channel_of[sid] = channel
+        if channel == ORDERBOOK:
+            # The collector's one order-book subscription lists all of its markets.
+            self._book_tickers[sid] = set(self.tickers)
+
+    def _on_error(self, frame: wm.ErrorReply, recv_ns: int) -> None:
+        """Command errors are the actor's business (its command raised); a TERMINAL error on a sid
+        means the server dropped that subscription (e.g. 25: we were too slow) -- re-create it."""
+        self.n["command_errors"] += 1
+        sid = frame.sid
+        if sid is None or frame.msg.code not in wm.TERMINAL_ERROR_CODES:
+            return
+        channel = self._channel_of.pop(sid, ORDERBOOK)
+        reason = f"server ended sid {sid} ({channel}): error {frame.msg.code} {frame.msg.msg}"
+        tickers = self._book_tickers.pop(sid, set()) if channel == ORDERBOOK else set()
+        last = self._seq.last(sid) or 0
+        self._seq.forget(sid)
+        self.n["gaps"] += 1
+        gap = OpenGap(sid, last + 1, 0, recv_ns, (), "resync")
+        if channel != ORDERBOOK:
+            # Nothing to re-snapshot: what the channel sent meanwhile is gone; record it, re-subscribe.
+            self._rows["gaps"].append(R.gap_row(self, gap, None, "resync"))
+            self._recovery.requests.append(Request("resync", (), reason, channel))
+            return
+        tickers = tickers or set(self.tickers)
+        for ticker in tickers:
+            self._markets[ticker].book.invalidate(reason)
+            self._markets[ticker].gaps += 1
+            self._changed.add(ticker)
+        gap = OpenGap(sid, last + 1, 0, recv_ns, tickers, "resync")
+        self._open_gap(gap, "resync", reason, channel)
+
+    def _on_data(self, frame: wm.TradeFrame | wm.LifecycleFrame, data: bytes, recv_ns: int) -> None:
+        sid, seq = frame.sid, frame.seq
+        if sid is not None and seq is not None and not self._check(sid, seq, recv_ns):
+            return
+        try:
+            event = wm.decode_message(data)  # normalised (exact ints); rare next to deltas
+        except DecodeError:
+            self.n["decode_errors"] += 1
+            return
+        assert isinstance(event, wm.DataMessage)
+        msg = event.msg
+        if isinstance(msg, wm.TradeEvent):
+            self.n["trades"] += 1
+            m = self._markets.get(msg.market_ticker)
+            if m is not None:
+                m.trades += 1
+            self._rows["public_trades"].append(R.trade_row(self, msg, recv_ns, sid, seq))
+        elif isinstance(msg, wm.LifecycleEvent):
+            m = self._markets.get(msg.market_ticker)
+            if m is not None and m.active and msg.event_type in CLOSING_EVENTS:
+                drop = Request("drop", (msg.market_ticker,), f"lifecycle {msg.event_type}")
+                self._recovery.requests.append(drop)
+
+    # ------------------------------------------------------------------ gaps and recovery
+
+    def _on_gap(self, sid: int, recv_ns: int) -> None:
+        expected, received = self._seq.gap
+        self.n["gaps"] += 1
+        if self._channel_of.get(sid, ORDERBOOK) != ORDERBOOK:
+            # Trade / lifecycle channels have no snapshot to recover with: record the hole only.
+            gap = OpenGap(sid, expected, received, recv_ns, (), "none")
+            self._rows["gaps"].append(R.gap_row(self, gap, None, "none"))
+            return
+        tickers = self._book_tickers.get(sid)
+        if not tickers:
+            tickers = set(self.tickers)
+        reason = f"gap on sid {sid}: expected seq {expected}, got {received}"
+        for ticker in tickers:
+            m = self._markets[ticker]
+            m.book.invalidate(reason)
+            m.gaps += 1
+            self._changed.add(ticker)
+        gap = OpenGap(sid, expected, received, recv_ns, tickers, "get_snapshot")
+        self._open_gap(gap, "get_snapshot", reason)
+
+    def _book_error(self, m: MarketState, sid: int, seq: int, recv_ns: int, reason: str) -> None:
+        """A frame the book refused: it no longer mirrors the exchange; re-snapshot that market."""
+        self.n["book_errors"] += 1
+        m.book_errors += 1
+        ticker = m.book.ticker
+        m.book.invalidate(reason)
+        self._changed.add(ticker)
+        if self._recovery.has(sid, seq):
+            return
+        # Recorded like a gap at this seq (expected == received): the stream had no hole, the book did.
+        self._open_gap(OpenGap(sid, seq, seq, recv_ns, (ticker,), "get_snapshot"), "get_snapshot",
+                                f"book error at seq {seq}: {reason}")
+
+    def _open_gap(self, gap: OpenGap, request: Literal["get_snapshot", "resync"] | None, reason: str,
+                  channel: str = ORDERBOOK) -> None:
+        self._rows["gaps"].append(R.gap_row(self, gap, None, None))
+        self._recovery.open_gap(gap, request, reason, channel)
+
+    def _resolved(self, ticker: str, now_ns: int) -> None:
+        for gap in self._recovery.resolve(ticker):
+            self._rows["gaps"].append(R.gap_row(self, gap, now_ns, gap.method))
+
+    def check_recovery(self, now_ns: int, timeout_ns: int) -> None:
+        """Escalate recoveries that got no snapshot within ``timeout_ns`` of the last request."""
+        self._recovery.check(now_ns, timeout_ns)
+
+    @property
+    def recovering(self) -> bool:
+        return bool(self._recovery.open)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _new_buffers(self) -> None:
+        self._rows = {t: [] for t in R.TABLES_WRITTEN}
+        self._deltas = self._rows["book_deltas"]
+
+    def pending_rows(self) -> int:
+        return sum(len(v) for v in self._rows.values())
+
+    def take_rows(self) -> dict[str, list[tuple[object, ...]]]:
+        """Every row built since the last call, by table (empty tables left out)."""
+        out = {t: v for t, v in self._rows.items() if v}
+        if out:
+            self._new_buffers()
+        return out
+
+    def take_requests(self) -> list[Request]:
+        return self._recovery.take()
+
+    @property
+    def has_requests(self) -> bool:
+        return bool(self._recovery.requests)
+
+    def recovery_counts(self) -> tuple[int, int]:
+        """(get_snapshot requests, resyncs) so far."""
+        return self._recovery.snapshot_requests, self._recovery.resyncs
+
+    def take_tops(self) -> dict[str, BookTop]:
+        """Top of book of every market changed since the last call."""
+        out = {}
+        for ticker in self._changed:
+            m = self._markets.get(ticker)
+            if m is not None and m.active:
+                out[ticker] = m.top(self.epoch)
+        self._changed.clear()
+        return out
+
+    def sequencer_counts(self) -> dict[str, int]:
+        return self._seq.summary()
+
+    def market_stats(self) -> list[MarketStats]:
+        return [m.stats() for m in self._markets.values()]
+
+    def lag_summary(self) -> tuple[float | None, int | None]:
+        markets = self._markets.values()
+        n = sum(m.lag_n for m in markets)
+        maxes = [m.lag_max for m in markets if m.lag_max is not None]
+        return (sum(m.lag_sum for m in markets) / n if n else None), (max(maxes) if maxes else None)

@@ -1,0 +1,120 @@
+"""Shipper (batches kept until acknowledged), Fanout (coalesced subscriber updates), EpochClock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kalshiflow.collect.epochs import INT32_MAX, SLOTS, EpochClock
+from kalshiflow.collect.fanout import Fanout
+from kalshiflow.collect.messages import BookTop
+from kalshiflow.collect.shipper import Shipper
+
+
+def rows(n: int) -> dict[str, list[tuple[object, ...]]]:
+    return {"book_deltas": [(i,) for i in range(n)]}
+
+
+async def test_failed_batches_are_resent_until_acknowledged() -> None:
+    calls: list[str] = []
+    failures = {"b1": 3}
+
+    async def send(batch_id: str, r: object) -> str:
+        calls.append(batch_id)
+        if failures.get(batch_id, 0):
+            failures[batch_id] -= 1
+            raise ConnectionError("write queue restarting")
+        return "ack"
+
+    ship = Shipper(send, max_inflight=2, backoff_s=0.001, backoff_max_s=0.004)
+    ship.submit("b1", rows(3))
+    ship.submit("b2", rows(2))
+    assert ship.unacked_rows == 5
+    assert await ship.drain(5)
+    assert calls.count("b1") == 4 and calls.count("b2") == 1
+    assert ship.n["acked"] == 2 and ship.n["retried"] == 3 and ship.n["rows_acked"] == 5
+    ship.submit("b3", rows(1))
+    with pytest.raises(ValueError):
+        ship.submit("b3", rows(1))  # a pending batch id is never reused
+    await ship.close()
+
+
+async def test_backpressure_waits_for_acknowledgements() -> None:
+    gate = asyncio.Event()
+
+    async def send(batch_id: str, r: object) -> None:
+        await gate.wait()
+
+    ship = Shipper(send, max_inflight=8)
+    for i in range(4):
+        ship.submit(f"b{i}", rows(10))
+    waiter = asyncio.create_task(ship.wait_below(15))
+    await asyncio.sleep(0.01)
+    assert not waiter.done() and not await ship.drain(0.01)
+    gate.set()
+    await asyncio.wait_for(waiter, 1)
+    assert await ship.drain(1) and ship.unacked_batches == 0
+
+
+def top(ticker: str, seq: int) -> BookTop:
+    return BookTop(ticker=ticker, epoch=1, seq=seq, valid=True, yes_bid=4000, yes_bid_size=1, yes_ask=4100,
+                   yes_ask_size=1, received_ts_ns=0, exchange_ts_ms=None)
+
+
+async def test_fanout_coalesces_while_a_call_is_in_flight_and_filters_markets() -> None:
+    got: dict[str, list[list[BookTop]]] = {"all": [], "a": []}
+    gate = asyncio.Event()
+
+    async def send(handle: str, updates: list[BookTop]) -> None:
+        got[handle].append(updates)
+        if handle == "all":
+            await gate.wait()
+
+    fan = Fanout(send)
+    fan.add("all", None)
+    fan.add("a", ["A"])
+    fan.publish({"A": top("A", 1), "B": top("B", 2)})
+    await asyncio.sleep(0)
+    fan.publish({"A": top("A", 3)})
+    fan.publish({"A": top("A", 4), "B": top("B", 5)})  # "all" is busy: coalesced
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.sleep(0.01)
+    fan.publish({})
+    await asyncio.sleep(0.01)
+    assert [[u.seq for u in call] for call in got["all"]] == [[1, 2], [4, 5]]
+    assert [[u.seq for u in call] for call in got["a"]] == [[1], [3], [4]]
+
+
+async def test_fanout_drops_a_subscriber_that_keeps_failing() -> None:
+    async def send(handle: str, updates: list[BookTop]) -> None:
+        raise RuntimeError("actor died")
+
+    fan = Fanout(send)
+    fan.add("dead", None)
+    for i in range(5):
+        fan.publish({"A": top("A", i)})
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    assert len(fan) == 0 and fan.removed == 1
+
+
+def test_epoch_ids_are_strictly_increasing_and_never_collide() -> None:
+    c64 = EpochClock(bits=64)
+    first = c64.next(10_000_000)
+    assert first == 10_000 * SLOTS and c64.next(10_000_000) == first + SLOTS  # same microsecond
+    other = EpochClock(bits=64, shard_index=3)  # another collector, same microsecond: no collision
+    assert other.next(10_000_000) == 10_000 * SLOTS + 3
+    assert c64.next(2**40) < 2**63  # microseconds x SLOTS fits a BIGINT for millennia
+    start = 1_782_316_195_000_000_000
+    a = EpochClock(bits=32, session_start_ns=start, shard_index=0)
+    b = EpochClock(bits=32, session_start_ns=start, shard_index=1)
+    ids = [a.next(start + 5), a.next(start + 5), b.next(start + 5), b.next(start + 10**9)]
+    assert len(set(ids)) == 4 and ids[0] < ids[1] and all(0 <= i <= INT32_MAX for i in ids)
+    assert ids[0] % SLOTS == 1 and ids[2] % SLOTS == 2 and ids[1] % SLOTS == 1
+    # A restarted actor skips ahead of anything its predecessor can have used.
+    again = EpochClock(bits=32, session_start_ns=start, shard_index=0, restarted=True)
+    assert again.next(start + 2 * 10**8) > ids[1] + 10 * SLOTS
+    with pytest.raises(OverflowError):
+        a.next(start + 40 * 86_400 * 10**9)
