@@ -31,15 +31,8 @@ from enum import StrEnum
 import msgspec
 
 from kalshiflow.market.fees import DEFAULT_FEES, FeeAccumulator, FeeSchedule, calculator
-from kalshiflow.market.matching import (
-    BookDelta,
-    Fill,
-    MatchingEngine,
-    OrderRequest,
-    OrderResult,
-    OrderState,
-    SequentialIds,
-)
+from kalshiflow.market.matching import MatchingEngine
+from kalshiflow.market.orders import BookDelta, Fill, OrderRequest, OrderResult, OrderState, SequentialIds
 from kalshiflow.market.portfolio import Portfolio
 from kalshiflow.market.prices import LINEAR_CENT, PRICE_SCALE, Money, PriceGrid, Qty
 from kalshiflow.market.types import OrderStatus, Side

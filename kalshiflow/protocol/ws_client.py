@@ -11,8 +11,8 @@
   consumes a seq number on its sid), with the wall-clock receive time stamped when the frame left
   the socket, not when the owner got round to it. Frames are not decoded here beyond a cheap
   envelope peek, and only while a command awaits its reply.
-- Desired subscriptions are kept as :class:`Subscription` objects that survive reconnects; their
-  ``sid`` is valid for the epoch in ``Subscription.epoch``.
+- Desired subscriptions (:class:`Subscription`, kept across reconnects) and the subscription
+  commands live in ws_subscriptions.py; this module owns the connection they run on.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,11 +34,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Frame, Opcode
 
 from kalshiflow.config import ExchangeConfig
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_commands as wc
 from kalshiflow.protocol.auth import Signer
 from kalshiflow.protocol.endpoints import resolve_endpoints
-from kalshiflow.protocol.errors import DecodeError, WsCommandError, WsNotConnected
+from kalshiflow.protocol.errors import DecodeError, WsNotConnected
 from kalshiflow.protocol.rest_client import backoff_delay
+from kalshiflow.protocol.ws_data import decode_message
+from kalshiflow.protocol.ws_subscriptions import Subscription, SubscriptionCommands
 from kalshiflow.secrets import Credentials
 
 log = logging.getLogger(__name__)
@@ -63,24 +65,6 @@ class WsStats(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str | None
 
 
-class Subscription:
-    """One channel subscription the client keeps alive across reconnects."""
-
-    __slots__ = ("channel", "market_tickers", "options", "sid", "epoch", "last_error")
-
-    def __init__(self, channel: str, market_tickers: Sequence[str], options: dict[str, Any]) -> None:
-        self.channel = channel
-        self.market_tickers: tuple[str, ...] = tuple(dict.fromkeys(market_tickers))
-        self.options = options  # extra subscribe params (use_yes_price, send_initial_snapshot, ...)
-        self.sid: int | None = None
-        self.epoch = 0  # epoch in which ``sid`` was assigned; stale when != client.epoch
-        self.last_error: WsCommandError | None = None
-
-    def __repr__(self) -> str:
-        n = len(self.market_tickers)
-        return f"Subscription({self.channel!r}, {n} markets, sid={self.sid}, epoch={self.epoch})"
-
-
 class _Conn(ClientConnection):
     """Stamps frames as they arrive: receive times for messages, last-heard time for the watchdog."""
 
@@ -101,7 +85,7 @@ class _Conn(ClientConnection):
 class _Pending:
     __slots__ = ("future", "apply")
 
-    def __init__(self, future: asyncio.Future[wm.Reply], apply: Callable[[wm.Reply], None] | None) -> None:
+    def __init__(self, future: asyncio.Future[wc.Reply], apply: Callable[[wc.Reply], None] | None) -> None:
         self.future = future
         self.apply = apply
 
@@ -111,7 +95,7 @@ async def _maybe_await(result: object) -> None:
         await result
 
 
-class KalshiWsClient:
+class KalshiWsClient(SubscriptionCommands):
     def __init__(
         self,
         url: str,
@@ -211,16 +195,6 @@ class KalshiWsClient:
     @property
     def connected(self) -> bool:
         return self._ready.is_set()
-
-    @property
-    def subscriptions(self) -> tuple[Subscription, ...]:
-        return tuple(self._subs)
-
-    def subscription_for_sid(self, sid: int) -> Subscription | None:
-        for sub in self._subs:
-            if sub.sid == sid and sub.epoch == self._epoch:
-                return sub
-        return None
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Until connected and all registered subscriptions were (re)sent. TimeoutError otherwise."""
@@ -387,19 +361,19 @@ class KalshiWsClient:
 
     def _match_reply(self, data: bytes) -> None:
         try:
-            env = wm.peek(data)
+            env = wc.peek(data)
         except DecodeError:
             return
         pending = self._pending.get(env.id) if env.id else None
-        if pending is None or env.type not in wm.REPLY_TYPES or pending.future.done():
+        if pending is None or env.type not in wc.REPLY_TYPES or pending.future.done():
             return
         try:
-            reply = wm.decode_message(data)
+            reply = decode_message(data)
         except DecodeError as err:
             pending.future.set_exception(err)
             return
-        assert isinstance(reply, (wm.Subscribed, wm.Ok, wm.Unsubscribed, wm.ErrorReply))
-        if pending.apply is not None and not isinstance(reply, wm.ErrorReply):
+        assert isinstance(reply, (wc.Subscribed, wc.Ok, wc.Unsubscribed, wc.ErrorReply))
+        if pending.apply is not None and not isinstance(reply, wc.ErrorReply):
             # Applied here, before on_frame sees this reply, so sids are current for the owner.
             pending.apply(reply)
         pending.future.set_result(reply)
@@ -408,173 +382,27 @@ class KalshiWsClient:
 
     async def command(
         self,
-        build: Callable[[int], wm.Command],
+        build: Callable[[int], wc.Command],
         *,
-        apply: Callable[[wm.Reply], None] | None = None,
+        apply: Callable[[wc.Reply], None] | None = None,
         timeout: float | None = None,
-    ) -> wm.Reply:
+    ) -> wc.Reply:
         """Send ``build(id)`` on the current connection and await its reply; error replies raise."""
         conn = self._conn
         if conn is None:
             raise WsNotConnected("not connected")
         cid = next(self._ids)
-        future: asyncio.Future[wm.Reply] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[wc.Reply] = asyncio.get_running_loop().create_future()
         self._pending[cid] = _Pending(future, apply)
         try:
             try:
-                await conn.send(wm.encode_command(build(cid)).decode(), text=True)
+                await conn.send(wc.encode_command(build(cid)).decode(), text=True)
             except ConnectionClosed as err:
                 raise WsNotConnected(f"connection lost: {err}") from None
             self._n["commands"] += 1
             reply = await asyncio.wait_for(future, self._cmd_timeout if timeout is None else timeout)
         finally:
             self._pending.pop(cid, None)
-        if isinstance(reply, wm.ErrorReply):
+        if isinstance(reply, wc.ErrorReply):
             raise reply.exception()
         return reply
-
-    async def _send_subscribe(self, sub: Subscription, epoch: int, timeout: float | None) -> None:
-        params = wm.SubscribeParams(
-            channels=[sub.channel], market_tickers=list(sub.market_tickers) or None, **sub.options
-        )
-
-        def apply(reply: wm.Reply) -> None:
-            if isinstance(reply, wm.Subscribed):
-                sub.sid = reply.msg.sid
-            elif isinstance(reply, wm.Ok) and reply.sid is not None:
-                sub.sid = reply.sid  # the server merged the markets into an existing sid
-            sub.epoch = epoch
-            sub.last_error = None
-
-        try:
-            await self.command(lambda cid: wm.Subscribe(id=cid, params=params), apply=apply, timeout=timeout)
-        except WsCommandError as err:
-            sub.last_error = err
-            raise
-
-    async def _resubscribe_all(self, epoch: int) -> None:
-        for sub in list(self._subs):
-            sub.sid = None
-            try:
-                await self._send_subscribe(sub, epoch, None)
-            except WsCommandError as err:
-                # Keep it registered; the owner sees last_error. Other subscriptions still go on.
-                log.warning("kalshi ws re-subscribe %r refused: %s", sub, err)
-
-    async def _establish(self, sub: Subscription, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            await self.wait_ready(remaining)
-            epoch = self._epoch
-            if sub.epoch == epoch and sub.sid is not None:
-                return  # the reconnect path subscribed it
-            try:
-                await self._send_subscribe(sub, epoch, remaining)
-                return
-            except WsNotConnected:
-                continue
-
-    async def subscribe(
-        self,
-        channel: str,
-        market_tickers: Sequence[str] | None = None,
-        *,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> Subscription:
-        """Subscribe one channel (``options``: use_yes_price, send_initial_snapshot, skip_ticker_ack, ...).
-
-        Returns once the server answered (``sub.sid`` set). The subscription is re-created on every
-        reconnect. A WsCommandError unregisters it; on TimeoutError it stays registered and will be
-        established on the next connection (``unsubscribe`` drops it).
-        """
-        opts = {k: v for k, v in options.items() if v is not None}
-        wm.SubscribeParams(channels=[channel], **opts)  # unknown option names fail here, not later
-        sub = Subscription(channel, market_tickers or (), opts)
-        self._subs.append(sub)
-        try:
-            await self._establish(sub, timeout)
-        except WsCommandError:
-            self._subs.remove(sub)
-            raise
-        return sub
-
-    async def update_subscription(
-        self, sub: Subscription, action: str, market_tickers: Sequence[str], *, timeout: float | None = None
-    ) -> wm.Ok | None:
-        """add_markets / delete_markets / get_snapshot on ``sub``'s sid.
-
-        The desired market list changes first, so a reconnect racing this call still converges.
-        Returns None when there is no live sid to update (the next re-subscribe carries the list).
-        """
-        if action == "add_markets":
-            sub.market_tickers = tuple(dict.fromkeys(sub.market_tickers + tuple(market_tickers)))
-        elif action == "delete_markets":
-            drop = set(market_tickers)
-            sub.market_tickers = tuple(t for t in sub.market_tickers if t not in drop)
-        elif action != "get_snapshot":
-            raise ValueError(f"unknown update_subscription action {action!r}")
-        sid, epoch = sub.sid, sub.epoch
-        if sid is None or epoch != self._epoch or self._conn is None:
-            return None
-        params = wm.UpdateSubscriptionParams(sids=[sid], market_tickers=list(market_tickers), action=action)
-
-        def apply(reply: wm.Reply) -> None:
-            if isinstance(reply, wm.Ok) and reply.tickers is not None and action != "get_snapshot":
-                sub.market_tickers = tuple(reply.tickers)  # the server's full list is the truth
-
-        try:
-            reply = await self.command(
-                lambda cid: wm.UpdateSubscription(id=cid, params=params), apply=apply, timeout=timeout
-            )
-        except WsNotConnected:
-            return None
-        return reply if isinstance(reply, wm.Ok) else None
-
-    async def add_markets(self, sub: Subscription, tickers: Sequence[str]) -> wm.Ok | None:
-        return await self.update_subscription(sub, "add_markets", tickers)
-
-    async def delete_markets(self, sub: Subscription, tickers: Sequence[str]) -> wm.Ok | None:
-        return await self.update_subscription(sub, "delete_markets", tickers)
-
-    async def get_snapshot(self, sub: Subscription, tickers: Sequence[str]) -> wm.Ok | None:
-        return await self.update_subscription(sub, "get_snapshot", tickers)
-
-    async def unsubscribe(self, sub: Subscription, *, timeout: float | None = None) -> wm.Reply | None:
-        """Stop re-creating ``sub`` and end it on the server if it is live in this epoch."""
-        if sub in self._subs:
-            self._subs.remove(sub)
-        sid, live = sub.sid, sub.sid is not None and sub.epoch == self._epoch and self._conn is not None
-        sub.sid = None
-        if not live or sid is None:
-            return None
-        sharing = [s for s in self._subs if s.sid == sid and s.epoch == sub.epoch]
-        try:
-            if sharing:
-                # Another Subscription shares this sid (server merged them): only remove our markets.
-                keep = {t for s in sharing for t in s.market_tickers}
-                gone = [t for t in sub.market_tickers if t not in keep]
-                params = wm.UpdateSubscriptionParams(sids=[sid], market_tickers=gone, action="delete_markets")
-                return await self.command(
-                    lambda cid: wm.UpdateSubscription(id=cid, params=params), timeout=timeout
-                )
-            unsub = wm.UnsubscribeParams(sids=[sid])
-            return await self.command(lambda cid: wm.Unsubscribe(id=cid, params=unsub), timeout=timeout)
-        except WsNotConnected:
-            return None
-
-    async def resync(self, sub: Subscription, *, timeout: float | None = None) -> Subscription:
-        """Unsubscribe + subscribe: a new sid whose seq restarts at 1, with fresh snapshots (gap recovery)."""
-        await self.unsubscribe(sub, timeout=timeout)
-        sub.epoch = 0
-        self._subs.append(sub)
-        try:
-            await self._establish(sub, timeout)
-        except WsCommandError:
-            self._subs.remove(sub)
-            raise
-        return sub
-
-    async def list_subscriptions(self, *, timeout: float | None = None) -> wm.Reply:
-        return await self.command(lambda cid: wm.ListSubscriptions(id=cid), timeout=timeout)
