@@ -110,3 +110,10 @@ def test_no_secret_fields_in_config() -> None:
     for word in ("password", "private_key", "api_key", "database_url", "secret"):
         assert word not in names
     assert "database_url" not in str(to_dict(load_config(DEFAULT_CONFIG, environ={}))).lower()
+
+
+def test_configuration_reference_is_current() -> None:
+    from kalshiflow.config import PROJECT_ROOT, reference_markdown
+
+    doc = PROJECT_ROOT / "docs" / "configuration.md"
+    assert doc.read_text() == reference_markdown() + "\n", "regenerate: python -m kalshiflow.config --reference"

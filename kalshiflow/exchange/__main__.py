@@ -15,7 +15,9 @@ import logging
 import os
 import signal
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -84,17 +86,28 @@ def collect_keys(args: argparse.Namespace, config: SimulatorConfig) -> dict[str,
     return keys
 
 
-def replay_driver(session_id: str) -> Driver:
-    # The replay package owns loading a recorded session; the server only runs what it returns.
-    from kalshiflow.exchange import replay
+def replay_driver(session_id: str, args: argparse.Namespace, speed: float) -> Driver:
+    """Load a recorded session from PostgreSQL (DATABASE_URL or the embedded server) up front, so a
+    bad id fails at start-up, and replay it seq by seq at `speed`."""
+    from kalshiflow.exchange.replay import replay_driver as make_driver
+    from kalshiflow.storage import open_database
+    from kalshiflow.storage.session_loader import load_session_streams
 
-    factory = getattr(replay, "replay_driver", None)
-    if factory is None:
-        raise ConfigError(
-            "--replay: no session loader yet (kalshiflow.exchange.replay.replay_driver(session_id) "
-            "is not implemented); recorded sessions cannot be served by the CLI"
-        )
-    driver: Driver = factory(session_id)
+    try:
+        session = uuid.UUID(session_id)
+    except ValueError:
+        if Path(session_id).is_file():  # a session file from replay.save_session
+            return make_driver(session_id, speed=speed)
+        raise ConfigError(f"--replay {session_id!r}: not a session id (UUID) or a session file") from None
+
+    async def load() -> list[Any]:
+        async with open_database(load_config(args.config)) as db:
+            return await load_session_streams(db, session)
+
+    streams = asyncio.run(load())
+    if not streams:
+        raise ConfigError(f"--replay: session {session} has no recorded markets")
+    driver: Driver = make_driver(streams, speed=speed)
     return driver
 
 
@@ -115,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = build_config(args)
         keys = collect_keys(args, config)
-        driver = replay_driver(args.replay) if args.replay else None
+        driver = replay_driver(args.replay, args, config.speed) if args.replay else None
     except (ConfigError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -52,6 +52,7 @@ __all__ = [
     "iter_books",
     "iter_events",
     "load_market_stream",
+    "load_session_streams",
     "market_grid",
 ]
 
@@ -385,3 +386,10 @@ async def load_market_stream(db: Database, session_id: SessionId, ticker: str) -
                 RecTrade(seq=n, ts=ts, yes_price=ev.yes_price, count=ev.count, taker_side=ev.taker_side)
             )
     return InMemoryMarketStream(info, events)
+
+
+async def load_session_streams(db: Database, session_id: SessionId) -> list[InMemoryMarketStream]:
+    """Every market of a session as recorded streams, for the simulator's ``--replay``."""
+    from kalshiflow.storage.sessions import session_tickers  # sessions imports this module
+
+    return [await load_market_stream(db, session_id, ticker) for ticker in await session_tickers(db, session_id)]

@@ -8,6 +8,8 @@ looked like after every event that concerns T. The loader must reproduce that li
 
 from __future__ import annotations
 
+import asyncio
+
 import random
 import uuid
 from datetime import UTC, datetime
@@ -289,3 +291,34 @@ async def test_a_market_as_the_simulators_recorded_stream(db: Database) -> None:
     assert [names[k] for k in kinds] == expected
     assert [e.seq for e in stream] == list(range(1, len(expected) + 1))
     assert stream.market.ticker == T
+
+
+async def test_simulator_replays_a_recorded_session_to_the_recorded_books(db: Database) -> None:
+    # The `--replay SESSION_ID` path: the database loader feeds the simulator's replayer, and the
+    # exchange ends on exactly the books the collector recorded.
+    from kalshiflow.config import SimulatorConfig
+    from kalshiflow.exchange.embedded import run_simulator
+    from kalshiflow.exchange.replay import replay_driver
+    from kalshiflow.storage.session_loader import load_session_streams
+
+    session = await start_session(db, "simulator", [T, U], {})
+    recorder = record_session(session)
+    await store(db, recorder.rows)
+    streams = await load_session_streams(db, session)
+    assert sorted(s.market.ticker for s in streams) == sorted([T, U])
+    final = {ticker: None for ticker in (T, U)}
+    async for _, book in iter_books(db, session, T):
+        final[T] = (book.levels(Side.YES), book.levels(Side.NO))
+    async for _, book in iter_books(db, session, U):
+        final[U] = (book.levels(Side.YES), book.levels(Side.NO))
+
+    config = SimulatorConfig(markets=0, generator=False, rate_limit=False)
+    async with run_simulator(config, keys={}, driver=replay_driver(streams, speed=1e9)) as sim:
+        for _ in range(200):
+            if getattr(sim, "replayer", None) is not None and sim.replayer.done:
+                break
+            await asyncio.sleep(0.05)
+        assert sim.replayer.done
+        for ticker, (yes, no) in final.items():
+            book = sim.state.order_book(ticker)
+            assert (book.levels(Side.YES), book.levels(Side.NO)) == (yes, no)
