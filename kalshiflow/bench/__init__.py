@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "exchange": "kalshiflow.bench.exchange:main",
     "ingest": "kalshiflow.bench.ingest:main",
     "env": "kalshiflow.bench.env:main",
+    "latency": "kalshiflow.bench.latency:main",
 }
 
 
