@@ -189,6 +189,9 @@ class TraderConfig(_Section):
     stale_after_s: float = 300.0  # EnvConfig.stale_after_s (the action mask's staleness rule)
     # --- cadence and the decision path ---
     max_decisions_per_s: float = 200.0  # wall clock, all markets (protects the PolicyServer)
+    # Also decide markets whose book did not change, once per decision_interval_s (the env decides
+    # on a clock: book age and look-backs move with time). False: decide on book changes only.
+    clock_decisions: bool = True
     policy_timeout_s: float = 1.0  # a PolicyServer call slower than this is a HOLD ("unavailable")
     fetch_depth: bool = True  # ask the collector for full ladders when an update carries only the top
     # --- housekeeping ---

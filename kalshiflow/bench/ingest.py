@@ -116,7 +116,15 @@ async def _end_to_end(h: Any, config: AppConfig, url: str, seconds: float, backl
         flooded = time.monotonic()
         while h.sim.hub.queued_frames():  # the exchange has handed every frame to its socket
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)  # ... and the collectors have read them
+        # ... and the collectors have read them (frames still in socket buffers would be lost when
+        # the collectors stop, and a collector that lags by a second or more is no rarity on a
+        # loaded machine): wait until they have counted every delta sent, then flush.
+        deadline = time.monotonic() + 120.0
+        while time.monotonic() < deadline:
+            received = await asyncio.gather(*(c.received.remote() for c in coll.collectors.values()))
+            if sum(received) >= sent[0]:
+                break
+            await asyncio.sleep(0.05)
         acked = await asyncio.gather(*(c.flush.remote(300.0) for c in coll.collectors.values()))
         end = time.monotonic()
     finally:

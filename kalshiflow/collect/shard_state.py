@@ -36,7 +36,7 @@ from kalshiflow.collect.messages import BookTop, EpochRecord, MarketStats
 from kalshiflow.collect.recovery import ORDERBOOK, OpenGap, Recovery, Request
 from kalshiflow.collect.sequencer import GAP, OK, Sequencer
 from kalshiflow.market.book import BookError, OrderBook
-from kalshiflow.market.prices import LINEAR_CENT, PriceGrid
+from kalshiflow.market.prices import LINEAR_CENT, PRICE_SCALE, PriceGrid
 from kalshiflow.market.types import Side
 from kalshiflow.protocol import ws_messages as wm
 from kalshiflow.protocol.errors import DecodeError
@@ -59,6 +59,7 @@ _Frame = (
     | wm.TradeFrame | wm.LifecycleFrame | wm.EventLifecycleFrame
 )
 _YES, _NO = Side.YES, Side.NO
+_NO_LEG_BASE = PRICE_SCALE  # a NO price quoted at its YES equivalent: no-leg = 1 - yes
 
 
 class ShardState:
@@ -73,6 +74,10 @@ class ShardState:
         self.epoch_log: list[EpochRecord] = []  # this process's connections (bookkeeping rows)
         self._markets: dict[str, MarketState] = {}
         self._seq = Sequencer()
+        # The sequencer's per-sid high-water marks and verdict counters, for _on_delta's inlined
+        # in-order check (the same objects: Sequencer only ever mutates them in place).
+        self._seq_last = self._seq._last
+        self._seq_counts = self._seq.counts
         self._parse = OrderbookFrameDecoder(use_yes_price)
         self._decode = msgspec.json.Decoder(_Frame).decode
         self._channel_of: dict[int, str] = {}  # sid -> channel (this epoch)
@@ -194,29 +199,61 @@ class ShardState:
         return False
 
     def _on_delta(self, frame: OrderbookDelta, recv_ns: int) -> None:
+        """The hot path (one call per delta). The sequencer's in-order check, the decoder's cached
+        price/count lookups and the book update are inlined, as in the decoder's ``apply_deltas``
+        batch path (a Python call per step costs as much as the step); anything unusual -- a seq
+        out of line, an uncached or legacy number, an update the book would refuse -- takes the
+        general path, which decides exactly as before."""
         sid, seq = frame.sid, frame.seq
-        if not self._check(sid, seq, recv_ns):
+        last = self._seq_last.get(sid)
+        if last is not None and seq == last + 1:  # Sequencer.check's OK path
+            self._seq_last[sid] = seq
+            self._seq_counts[OK] += 1
+        elif not self._check(sid, seq, recv_ns):
             return
         msg = frame.msg
         ticker = msg.market_ticker
         m = self._markets.get(ticker)
-        try:
-            side, price, qty = self._parse.delta_update(msg)
-        except FrameError:
-            # The frame consumed a seq but cannot be applied: the book has lost an update.
-            self.n["decode_errors"] += 1
-            if m is not None and m.active:
-                self._book_error(m, sid, seq, recv_ns, "undecodable delta")
-            return
+        parse = self._parse
+        side = msg.side
+        price = parse._price_cache.get(msg.price_dollars)  # type: ignore[arg-type]
+        qty = parse._qty_cache.get(msg.delta_fp)  # type: ignore[arg-type]
+        if price is None or qty is None:
+            try:
+                side, price, qty = parse.delta_update(msg)
+            except FrameError:
+                # The frame consumed a seq but cannot be applied: the book has lost an update.
+                self.n["decode_errors"] += 1
+                if m is not None and m.active:
+                    self._book_error(m, sid, seq, recv_ns, "undecodable delta")
+                return
+        elif side is _NO and parse.use_yes_price:
+            price = _NO_LEG_BASE - price
         size_after: int | None = None
         ts_ms = msg.ts_ms
         if m is not None and m.active:
             book = m.book
             if not book.invalid:
-                try:
-                    size_after = book.apply_delta(side, price, qty)
-                except BookError as err:
-                    self._book_error(m, sid, seq, recv_ns, str(err))
+                # OrderBook.apply_delta, inlined for the usual case (a cached count is a non-zero
+                # int; an on-grid price; a result >= 0); otherwise the method itself, which raises.
+                ladder = book._yes if side is _YES else book._no if side is _NO else None
+                level = book._level_of.get(price) if ladder is not None else None
+                if (
+                    ladder is not None
+                    and level is not None
+                    and type(qty) is int
+                    and qty
+                    and (new := ladder.sizes[level] + qty) >= 0
+                ):
+                    ladder.sizes[level] = new
+                    if level > ladder.hi:  # everything above hi was empty: this was an add
+                        ladder.hi = level
+                    size_after = new
+                else:
+                    try:
+                        size_after = book.apply_delta(side, price, qty)
+                    except BookError as err:
+                        self._book_error(m, sid, seq, recv_ns, str(err))
             m.deltas += 1
             m.last_seq = seq
             m.last_recv_ns = recv_ns

@@ -89,6 +89,43 @@ class DeltaDriver:
             self.state.apply_external_delta(t, side, Price(price), Qty(rng.randrange(1, 20) * 100))
         self.events += 1
 
+    def step_many(self, n: int) -> None:
+        """``n`` random changes like :meth:`step`'s, applied in one
+        :meth:`ExchangeState.apply_external_deltas` call (the flood's fast path).
+
+        Removals are sized against the book as it will be when they apply: the live size plus the
+        batch's own earlier changes to that level (exact while the level is crowd volume only,
+        which is all this driver ever adds; a removal that over-reaches just empties the level).
+        """
+        random = self.rng.random
+        tickers = self.tickers
+        n_tickers = len(tickers)
+        order_book = self.state.order_book
+        books: dict[str, Any] = {}
+        yes, no = Side.YES, Side.NO
+        pending: dict[tuple[str, Side, int], int] = {}
+        changes: list[tuple[str, Side, int, int, bool]] = []
+        append = changes.append
+        for _ in range(n):
+            t = tickers[int(random() * n_tickers)]
+            side = yes if random() < 0.5 else no
+            price = (30 + int(random() * 19)) * CENT
+            key = (t, side, price)
+            book = books.get(t)
+            if book is None:
+                book = books[t] = order_book(t)
+            size = book.size(side, price) + pending.get(key, 0)
+            if size > 0 and random() < 0.45:
+                qty = -min(size, (1 + int(random() * 19)) * 100)
+                # One removal in ten is a trade: it prints on the public tape too.
+                append((t, side, price, qty, random() < 0.1))
+            else:
+                qty = (1 + int(random() * 19)) * 100
+                append((t, side, price, qty, False))
+            pending[key] = pending.get(key, 0) + qty
+        self.state.apply_external_deltas(changes)
+        self.events += n
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -114,8 +151,7 @@ class DeltaDriver:
                     await asyncio.sleep(min(0.01, chunk / rate))
                     continue
                 n = min(due, chunk)
-            for _ in range(n):
-                self.step()
+            self.step_many(n)
             done += n
             await asyncio.sleep(0)
 

@@ -41,7 +41,7 @@ from kalshiflow.exchange.ws_frames import (
 from kalshiflow.market.prices import complement
 from kalshiflow.market.types import Side
 from kalshiflow.protocol import ws_messages as wm
-from kalshiflow.protocol.market_data import encode_delta, encode_snapshot
+from kalshiflow.protocol.market_data import encode_delta_msg, encode_snapshot
 
 ORDERBOOK = "orderbook_delta"
 TRADE = "trade"
@@ -141,6 +141,8 @@ class Hub:
             POSITIONS: {},
             USER_ORDERS: {},
         }
+        self._book_subs = self._by_ticker[ORDERBOOK]  # the delta hot path's index
+        self._market_ids: dict[str, str] = {}
         # Per market: the ticker fields last announced, and the size of its last trade.
         self._ticker_sent: dict[str, TickerKey] = {}
         self._last_trade_size: dict[str, int] = {}
@@ -272,28 +274,44 @@ class Hub:
             self._lifecycle(event)
 
     def _book_delta(self, e: BookDelta) -> None:
-        subs = self._by_ticker[ORDERBOOK].get(e.ticker)
+        ticker = e.ticker
+        subs = self._book_subs.get(ticker)
         if not subs:
             return
-        info = self.state.market(e.ticker)
-        market_id = info.market_id if info else None
+        market_id = self._market_ids.get(ticker)
+        if market_id is None:
+            info = self.state.market(ticker)
+            market_id = info.market_id if info else None
+            if market_id is not None:  # a market's id never changes (and a ticker is never re-listed)
+                self._market_ids[ticker] = market_id
         ts_ms = int(e.ts * 1000)
-        for sub in list(subs):
+        owner = e.owner
+        side = e.side
+        flippable = side is Side.NO  # use_yes_price changes only NO-side prices
+        # The msg is the same for every subscription with the same (use_yes_price, client_order_id),
+        # so it is encoded once and only sid and seq are spliced in per subscription (as text,
+        # exactly as msgspec writes them: see protocol.market_data.delta_frame).
+        msgs: dict[tuple[bool, str | None], str] = {}
+        for sub in tuple(subs):
             # client_order_id only on deltas caused by the receiving account's own order.
-            coid = e.client_order_id if e.owner is not None and e.owner == sub.conn.owner else None
-            frame = encode_delta(
-                sub.sid,
-                sub.next_seq(),
-                e.ticker,
-                market_id,
-                e.side,
-                e.price,
-                e.delta,
-                ts_ms,
-                coid,
-                sub.use_yes_price,
-            )
-            self._send(sub, frame.decode())
+            coid = e.client_order_id if owner is not None and owner == sub.conn.owner else None
+            flip = flippable and sub.use_yes_price
+            msg = msgs.get((flip, coid)) if msgs else None
+            if msg is None:
+                msg = msgs[flip, coid] = encode_delta_msg(
+                    ticker, market_id, side, e.price, e.delta, ts_ms, coid, flip
+                )
+            sub.seq = seq = sub.seq + 1
+            box = sub.conn.outbox
+            frames = box.frames
+            if len(frames) < box.limit:
+                if not box.closed:
+                    frames.append(f'{{"type":"orderbook_delta","sid":{sub.sid},"seq":{seq},"msg":{msg}}}')
+                    if len(frames) == 1:  # it was empty: wake the connection's writer
+                        box.wakeup.set()
+                self.frames_sent += 1
+            else:
+                self.overflow(sub)
 
     def _trade(self, e: TradeEvent) -> None:
         targets = list(self._by_ticker[TRADE].get(e.ticker, ())) + list(self._all_markets[TRADE])

@@ -1,0 +1,108 @@
+"""Rows the Trader persists through the WriteQueue, in ``kalshiflow.storage.schema`` column order.
+
+- ``trader_decisions``: every decision (HOLDs, refusals and unavailable-policy HOLDs included).
+- ``orders``: written once, when the exchange answers the create (or refuses it: a refused order
+  has no exchange id, so its row is keyed ``rejected:<client_order_id>``). The WriteQueue inserts
+  with ON CONFLICT DO NOTHING, so later status changes of a resting order live in ``fills`` and
+  in the exchange, not in this row (docs/trading.md).
+- ``fills``: our fills as the PositionReconciler reports them (idempotent by (trade_id, order_id),
+  so a fill the reconciler also writes is stored once).
+- ``position_snapshots``: the portfolio the Trader traded on, source ``local``, periodically.
+
+Units as in the schema: prices ticks, quantities hundredths, money micro-dollars, times aware UTC.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from kalshiflow.collect.shipper import Shipper
+from kalshiflow.market.prices import PRICE_SCALE
+from kalshiflow.market.types import Side
+from kalshiflow.protocol import rest_models as rm
+from kalshiflow.trading import PortfolioView, TradeFill
+from kalshiflow.trading.decision import DecisionRecord
+from kalshiflow.trading.orders import PlaceOrder
+
+__all__ = ["RowSink", "decision_row", "fill_row", "order_row", "position_rows", "utc"]
+
+Row = tuple[Any, ...]
+
+
+class RowSink:
+    """Rows buffered by table, shipped as one WriteQueue batch per ``ship()`` and kept until the
+    WriteQueue acknowledges them (:class:`kalshiflow.collect.shipper.Shipper`: retried with the
+    same batch id, which the idempotent writes make safe). ``send`` None: rows are dropped."""
+
+    def __init__(self, send: Callable[[str, dict[str, list[Row]]], Awaitable[object]] | None,
+                 name: str) -> None:
+        self.rows: dict[str, list[Row]] = {}
+        self.shipper = Shipper(send, max_inflight=2) if send is not None else None
+        self._prefix = f"{name}:{time.time_ns():x}"  # batch ids never repeat across restarts
+        self._n = 0
+
+    def add(self, table: str, row: Row) -> None:
+        if self.shipper is not None:
+            self.rows.setdefault(table, []).append(row)
+
+    def ship(self) -> None:
+        if self.rows and self.shipper is not None:
+            rows, self.rows = self.rows, {}
+            self._n += 1
+            self.shipper.submit(f"{self._prefix}:{self._n}", rows)
+
+    async def drain(self, timeout: float) -> bool:
+        self.ship()
+        return await self.shipper.drain(timeout) if self.shipper is not None else True
+
+    @property
+    def pending(self) -> int:
+        """Rows not yet acknowledged (buffered or in flight)."""
+        held = sum(map(len, self.rows.values()))
+        return held + (self.shipper.unacked_rows if self.shipper is not None else 0)
+
+
+def utc(ns: int) -> datetime:
+    """Epoch ns -> aware datetime (microseconds: what TIMESTAMPTZ keeps)."""
+    return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).replace(microsecond=ns % 1_000_000_000 // 1000)
+
+
+def decision_row(rec: DecisionRecord, account: str) -> Row:
+    return (rec.decision_id, utc(rec.ts_ns), account, rec.ticker, rec.observation_hash, rec.action,
+            rec.model_version, rec.verdict, rec.reason[:1000], rec.latency_us, rec.client_order_id)
+
+
+def order_row(cmd: PlaceOrder, order: rm.Order | None, *, account: str, environment: str, now_ns: int,
+              error: str | None = None) -> Row:
+    req = cmd.request
+    price = req.price or 0
+    yes_price = price if req.side is Side.YES else PRICE_SCALE - price
+    when = utc(now_ns)
+    if order is None:  # refused by the exchange (or voided before sending): no exchange id
+        raw = {"request": msgspec.to_builtins(req), "error": error}
+        return (f"rejected:{req.client_order_id}", req.client_order_id, account, environment, req.ticker,
+                req.side.value, req.action.value, "limit", yes_price, req.count, 0, 0, req.time_in_force,
+                "rejected", when, when, cmd.model_version, cmd.decision_id, raw)
+    return (order.order_id, req.client_order_id, account, environment, req.ticker, req.side.value,
+            req.action.value, order.type or "limit", order.yes_price, order.initial_count, order.fill_count,
+            order.remaining_count, req.time_in_force, order.status.value, when, when, cmd.model_version,
+            cmd.decision_id, {"order": msgspec.to_builtins(order), "reason": cmd.reason})
+
+
+def fill_row(fill: TradeFill, *, account: str, environment: str, received_ns: int) -> Row:
+    ts = utc(fill.ts_ms * 1_000_000) if fill.ts_ms is not None else utc(received_ns)
+    no_price = PRICE_SCALE - fill.yes_price
+    return (fill.trade_id, fill.order_id, fill.client_order_id or None, account, environment, fill.ticker,
+            fill.side.value, fill.action.value, fill.yes_price, no_price, fill.count, fill.fee, fill.is_taker,
+            fill.post_position, ts, utc(received_ns))
+
+
+def position_rows(view: PortfolioView, *, environment: str, now_ns: int, source: str = "local") -> list[Row]:
+    when = utc(now_ns)
+    return [(view.account or "paper", p.ticker, source, when, environment, p.qty, p.cost, p.realized_pnl,
+             p.fees_paid) for p in view.positions.values()]
