@@ -93,6 +93,10 @@ class Fanout:
                 self.removed += 1
         finally:
             sub.busy = False
+        # Tops that arrived during the call go out now: waiting for the next publish would leave a
+        # subscriber on a stale top for good once the market goes quiet.
+        if sub.pending and self._subs.get(sub.handle) is sub:
+            self._start(sub)
 
     async def close(self) -> None:
         for task in list(self._tasks):
