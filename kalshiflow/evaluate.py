@@ -28,7 +28,8 @@ __all__ = ["main", "write_report"]
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m kalshiflow.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--policy", required=True,
-                   help="model:<version>|model:current|baseline:hold|baseline:random|baseline:<name>|constant:<action>")
+                   help="model:<version> | model:current | baseline:hold | baseline:random | "
+                        "baseline:<name> | constant:<action>")
     p.add_argument("--data", required=True, help="synthetic[:<scenario>]:<seeds> | session:<ids> | static")
     p.add_argument("--split", default="all", choices=("all", "train", "validation"),
                    help="which time split of DATA (default all: pass held-out seeds/sessions as DATA)")
@@ -37,7 +38,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", metavar="DIR", help="report folder (default reports/eval/<time>-<policy>)")
     p.add_argument("--models-dir", help="registry folder (default <repo>/models)")
-    p.add_argument("--config", help="train config whose [env] applies to baselines (default configs/train.toml)")
+    p.add_argument("--config", help="train config whose [env] baselines use (default configs/train.toml)")
     p.add_argument("--set", action="append", default=[], metavar="env.KEY=VALUE", help="env override")
     p.add_argument("--no-db", action="store_true", help="do not write the evaluations row")
     p.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
@@ -68,15 +69,15 @@ def _env_settings(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from kalshiflow.rl.evaluate import EvalRequest, data_spec, make_policy, run_evaluation, summarize
     from kalshiflow.rl.env import make_observer
+    from kalshiflow.rl.evaluate import EvalRequest, data_spec, make_policy, run_evaluation, summarize
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(1)  # small batches: one thread is fastest and does not fight other processes
     try:
         env, version = _env_settings(args)
-        request = EvalRequest(data=args.data, split=args.split, episodes=args.episodes, seed=args.seed, env=env,
-                              models_dir=args.models_dir or "")
+        request = EvalRequest(data=args.data, split=args.split, episodes=args.episodes, seed=args.seed,
+                              env=env, models_dir=args.models_dir or "")
         policy = make_policy(f"model:{version}" if version else args.policy, request)
     except (ConfigError, ValueError, KeyError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

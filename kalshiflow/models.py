@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 import msgspec
 
@@ -46,7 +47,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def _list(registry: Registry, show_all: bool, as_json: bool) -> None:
     current = registry.current()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for version in registry.versions(complete_only=not show_all):
         try:
             m = registry.manifest(version)
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 for rival, c in result.comparisons.items():
                     print(f"  vs {rival:<18} PnL diff {c['diff_mean']:+.3f}  95% CI [{c['ci_low']:+.3f}, "
                           f"{c['ci_high']:+.3f}]  {'beats' if c['beats'] else 'does not beat'}")
-                verdict = "promoted (forced)" if result.forced else "promoted" if result.promoted else "NOT promoted"
+                verdict = ("promoted (forced)" if result.forced else
+                           "promoted" if result.promoted else "NOT promoted")
                 print(f"{result.version}: {verdict}: {result.reason}")
             return 0 if result.promoted else 1
         elif args.command == "rollback":

@@ -56,8 +56,8 @@ class NoopVectorEnv(VectorEnv[Any, Any, Any]):
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         self._t = np.where(self._t >= self._len, 0, self._t + 1)
         truncated = self._t >= self._len
-        return ({k: v.copy() for k, v in self._obs.items()}, self._zeros.copy(), np.zeros(self.num_envs, bool),
-                truncated, {})
+        obs = {k: v.copy() for k, v in self._obs.items()}
+        return obs, self._zeros.copy(), np.zeros(self.num_envs, bool), truncated, {}
 
 
 def _noop_creator(env_config: dict[str, Any]) -> NoopVectorEnv:

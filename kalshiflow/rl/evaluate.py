@@ -202,7 +202,8 @@ def _episode_seed(seed: int, k: int) -> int:
 # ---------------------------------------------------------------------------- statistics
 
 
-def bootstrap_ci(x: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 12345) -> tuple[float, float]:
+def bootstrap_ci(x: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = 12345) -> tuple[float, float]:
     """95 % percentile-bootstrap CI of the mean (deterministic for a given ``x``)."""
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0:
@@ -294,8 +295,13 @@ def evaluate_many(refs: list[str], request: EvalRequest, *, progress: bool = Fal
 
             summary = summarize(out[ref], make_observer(request.env_config()).table.names)
             version = getattr(policy, "version", None)
-            run_db(lambda db, ref=ref, s=summary, v=version: record_evaluation(
-                db, policy=ref, model_version=v, data_spec=data_spec(request), metrics=s, report_path=None))
+
+            async def record(db: Any, ref: str = ref, s: dict[str, Any] = summary,
+                             v: str | None = version) -> Any:
+                return await record_evaluation(db, policy=ref, model_version=v, data_spec=data_spec(request),
+                                               metrics=s, report_path=None)
+
+            run_db(record)
     return out
 
 

@@ -61,8 +61,8 @@ class ModelPolicy:
         if obs.ndim == 1:
             obs, mask = obs[None], mask[None]
         if obs.shape[1] != self.n_features or mask.shape[1] != self.n_actions:
-            raise ValueError(f"{self.name} expects obs (B, {self.n_features}) and mask (B, {self.n_actions}), "
-                             f"got {obs.shape} and {mask.shape}")
+            raise ValueError(f"{self.name} expects obs (B, {self.n_features}) and mask "
+                             f"(B, {self.n_actions}), got {obs.shape} and {mask.shape}")
         batch = {"obs": {"observations": torch.from_numpy(obs).to(self.device),
                          "action_mask": torch.from_numpy(mask).to(self.device)}}
         with torch.inference_mode():
@@ -107,8 +107,8 @@ def load_policy(ref: str = "current", models_dir: str | Path | None = None, *,
                                   f"this code builds v{SCHEMA_VERSION}; retrain it")
     want = expected_schema_hash or code_schema_hash(manifest.env)
     check_schema(manifest.schema_hash, want, what=f"model {version}")
-    module = RLModule.from_checkpoint(str(registry.path(version) / manifest.module_path))
-    module.eval()
+    module: Any = RLModule.from_checkpoint(str(registry.path(version) / manifest.module_path))
+    module.eval()  # a TorchRLModule is a torch nn.Module
     if device != "cpu":
         module.to(device)
     return ModelPolicy(version, manifest, module, device)

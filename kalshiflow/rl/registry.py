@@ -319,7 +319,8 @@ def promote(registry: Registry, version: str, *, force: bool = False, episodes: 
     promoted = wins or force
     if promoted:
         registry.set_current(version, reason=reason if wins else f"forced; {reason}", forced=not wins,
-                             evidence={"data": spec, "split": split, "episodes": episodes, "comparisons": comparisons})
+                             evidence={"data": spec, "split": split, "episodes": episodes,
+                                       "comparisons": comparisons})
         if use_db:
             run_db(lambda db: set_status(db, version, "current"))
     return PromotionResult(version=version, promoted=promoted, forced=promoted and not wins, data=spec,

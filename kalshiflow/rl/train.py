@@ -40,18 +40,14 @@ from kalshiflow.rl.data import DataSpecError, split_refs
 from kalshiflow.rl.env import EnvConfig, make_observer, make_pool
 from kalshiflow.rl.registry import CHECKPOINT, MODULE_SUBPATH, Manifest, Registry, utc_now
 
-__all__ = ["PPOSettings", "RunSettings", "RunnerSettings", "TrainConfig", "build_algorithm", "load_train_config",
-           "main", "train"]
+__all__ = ["PPOSettings", "RunSettings", "RunnerSettings", "TrainConfig", "build_algorithm",
+           "load_train_config", "main", "train"]
 
 DEFAULT_TRAIN_CONFIG = PROJECT_ROOT / "configs" / "train.toml"
 ENV_NAME = "kalshiflow-market"
 
 
-class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    pass
-
-
-class PPOSettings(_Strict):
+class PPOSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """PPO hyper-parameters; configs/train.toml says why each differs from the original plan."""
 
     lr: float = 1e-4
@@ -72,7 +68,7 @@ class PPOSettings(_Strict):
     activation: str = "tanh"
 
 
-class RunnerSettings(_Strict):
+class RunnerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     num_env_runners: int = 2  # 0 = sample in the driver process
     num_envs_per_env_runner: int = 16
     rollout_fragment_length: int = 0  # 0 = "auto" (train batch / runners / envs)
@@ -83,7 +79,7 @@ class RunnerSettings(_Strict):
     sample_timeout_s: float = 600.0
 
 
-class RunSettings(_Strict):
+class RunSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     timesteps: int = 1_000_000
     seed: int = 0
     models_dir: str = ""  # "" = <repo>/models
@@ -91,7 +87,7 @@ class RunSettings(_Strict):
     torch_threads: int = 1  # intra-op threads: >1 spins against Ray's processes on 2 cores
 
 
-class TrainConfig(_Strict):
+class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     env: EnvConfig = EnvConfig()  # data spec, window, sizes, ... (``split`` is set by training)
     ppo: PPOSettings = PPOSettings()
     runners: RunnerSettings = RunnerSettings()
@@ -132,7 +128,8 @@ def load_train_config(path: str | Path | None = None, sets: list[str] | None = N
 # ---------------------------------------------------------------------------- the algorithm
 
 
-def build_algorithm(cfg: TrainConfig, env_name: str = ENV_NAME, env_config: dict[str, Any] | None = None) -> Any:
+def build_algorithm(cfg: TrainConfig, env_name: str = ENV_NAME,
+                    env_config: dict[str, Any] | None = None) -> Any:
     """The RLlib PPO Algorithm for ``cfg`` (new API stack; masked-logits RLModule)."""
     import torch
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -143,7 +140,8 @@ def build_algorithm(cfg: TrainConfig, env_name: str = ENV_NAME, env_config: dict
     train_env = msgspec.structs.replace(cfg.env, split="train")
     config = (
         PPOConfig()
-        .environment(env_name, env_config=env_config if env_config is not None else msgspec.to_builtins(train_env))
+        .environment(env_name,
+                     env_config=msgspec.to_builtins(train_env) if env_config is None else env_config)
         .env_runners(num_env_runners=r.num_env_runners, num_envs_per_env_runner=r.num_envs_per_env_runner,
                      gym_env_vectorize_mode=r.vectorize,
                      rollout_fragment_length=r.rollout_fragment_length or "auto",
@@ -223,7 +221,8 @@ def _line(m: dict[str, Any]) -> str:
 
     top = sorted(m["charts/actions"].items(), key=lambda kv: -kv[1])[:3]
     return (f"it {m['iteration']:>4} steps {m['charts/env_steps']:>9,} SPS {f('charts/SPS', ',.0f'):>7} "
-            f"return {f('charts/episode_return_mean', '+.3f'):>8} non-hold {f('charts/non_hold_fraction', '.2f')} "
+            f"return {f('charts/episode_return_mean', '+.3f'):>8} "
+            f"non-hold {f('charts/non_hold_fraction', '.2f')} "
             f"entropy {f('losses/entropy', '.3f')} kl {f('losses/approx_kl', '.4f')} "
             f"ev {f('losses/explained_variance', '.2f')} top {', '.join(f'{k}:{v}' for k, v in top)}")
 
@@ -240,7 +239,8 @@ def data_manifest(env: EnvConfig) -> dict[str, Any]:
         out["scenario"] = env.data.split(":")[1] if env.data.count(":") == 2 else "driftless"
     for split in ("train", "validation"):
         part = split_refs(refs, split, env.validation_fraction)
-        out[split] = {"markets": len(part), "keys": sorted({r.key[0] for r in part}, key=lambda k: (str(k).zfill(24), k)),
+        keys = sorted({r.key[0] for r in part}, key=lambda k: str(k).zfill(24))  # numeric order for seeds
+        out[split] = {"markets": len(part), "keys": keys,
                       "time_range": [min(r.time for r in part), max(r.time for r in part)]}
     return out
 
@@ -316,8 +316,8 @@ def _validate(manifest: Manifest, out: Path, cfg: TrainConfig, *, progress: bool
     from kalshiflow.rl.evaluate import EvalRequest, make_policy, run_evaluation, summarize
     from kalshiflow.rl.policy import ModelPolicy
 
-    module = RLModule.from_checkpoint(str(out / MODULE_SUBPATH))
-    module.eval()
+    module: Any = RLModule.from_checkpoint(str(out / MODULE_SUBPATH))
+    module.eval()  # a TorchRLModule is a torch nn.Module
     model = ModelPolicy(manifest.version, manifest, module)
     request = EvalRequest(data=cfg.env.data, split="validation", episodes=cfg.run.eval_episodes,
                           seed=cfg.run.seed, env=manifest.env)
@@ -326,7 +326,8 @@ def _validate(manifest: Manifest, out: Path, cfg: TrainConfig, *, progress: bool
         s = summarize(run_evaluation(policy, request, progress=progress))
         summary[name] = {k: s[k] for k in ("pnl", "pnl_ci", "non_hold_fraction", "win_rate", "trades")}
     print(f"validation: model pnl {summary['model']['pnl']:+.3f} {summary['model']['pnl_ci']}  "
-          f"hold {summary['baseline:hold']['pnl']:+.3f}  non-hold {summary['model']['non_hold_fraction']:.2f}",
+          f"hold {summary['baseline:hold']['pnl']:+.3f}  "
+          f"non-hold {summary['model']['non_hold_fraction']:.2f}",
           flush=True)
     return summary
 
@@ -385,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataSpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({"version": manifest.version, "path": str(Registry(cfg.run.models_dir or None).path(
-        manifest.version)), "metrics": {k: v for k, v in manifest.metrics.items() if k != "final"}}), flush=True)
+    path = Registry(cfg.run.models_dir or None).path(manifest.version)
+    metrics = {k: v for k, v in manifest.metrics.items() if k != "final"}
+    print(json.dumps({"version": manifest.version, "path": str(path), "metrics": metrics}), flush=True)
     return 0

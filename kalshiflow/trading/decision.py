@@ -211,7 +211,7 @@ class DecisionEngine:
         p = view.positions.get(ticker) if view is not None else None
         qty, cost = (p.qty, p.cost) if p is not None else (0, 0)
         cash = s.reference_cash - cost + (p.realized_pnl - p.fees_paid if p is not None else 0)
-        available = cash - self.tracker.reserved(ticker, qty, feed.fees)
+        available = cash - self.tracker.reserved(ticker, qty, feed.meta.fees)
         if view is not None:
             available = min(available, view.available_cash)
         return AccountView(position=qty, cost=cost, cash=max(0, cash), available=max(0, available),

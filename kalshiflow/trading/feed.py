@@ -31,7 +31,6 @@ from kalshiflow.exchange.replay.events import RecGap, RecSnapshot, RecTrade
 from kalshiflow.market.book import OrderBook
 from kalshiflow.market.fees import FeeCalculator, FeeSchedule, calculator
 from kalshiflow.market.prices import GRIDS, LINEAR_CENT, PRICE_SCALE, PriceGrid, PriceRange
-from kalshiflow.market.types import Side
 from kalshiflow.protocol import rest_models as rm
 from kalshiflow.rl.compiled import StreamFeed
 from kalshiflow.rl.features import FeatureState
@@ -194,14 +193,6 @@ class MarketFeed:
             return False
         self.depth_complete = True
         return True
-
-    def best_bids(self) -> tuple[int, int]:
-        """(best YES bid, best NO bid) in ticks, 0 when a ladder is empty."""
-        top = self.state.top
-        return top[0], top[1]
-
-    def levels(self, side: Side) -> list[tuple[int, int]]:
-        return self.book.levels(side)
 
 
 class FeedClock:

@@ -22,10 +22,12 @@ from typing import Literal
 
 import msgspec
 
-from kalshiflow.market.fees import FeeCalculator
+from kalshiflow.market.fees import FeeSchedule
 from kalshiflow.market.prices import PRICE_SCALE, Money
 from kalshiflow.market.types import Action, OrderStatus, Side, bid_side
 from kalshiflow.protocol import rest_models as rm
+from kalshiflow.trading import OpenOrder
+from kalshiflow.trading.reconcile import estimate_reserve
 from kalshiflow.trading.risk import ApprovedOrder
 
 __all__ = [
@@ -311,16 +313,11 @@ class OrderTracker:
         return tuple((o.ladder, o.ladder_price, o.remaining) for o in self._open.values()
                      if o.ticker == ticker and o.remaining > 0)
 
-    def reserved(self, ticker: str, position: int, fees: FeeCalculator) -> Money:
-        """Collateral the venue holds for our resting orders in ``ticker`` (the Venue's rule:
-        ladder price x the part that does not net the holding, + the worst-case fee)."""
-        caps = [max(0, -position), max(0, position)]
-        total = 0
-        for o in self._open.values():
-            if o.ticker != ticker or not o.remaining:
-                continue
-            net = min(o.remaining, caps[o.ladder])
-            caps[o.ladder] -= net
-            fee = fees.money(fees.max_units(o.ladder_price, o.remaining))
-            total += o.ladder_price * (o.remaining - net) + fee
-        return Money(total)
+    def reserved(self, ticker: str, position: int, fees: FeeSchedule) -> Money:
+        """Collateral the venue holds for our open orders in ``ticker``: the reconciler's
+        :func:`~kalshiflow.trading.reconcile.estimate_reserve` (the Venue's rule), oldest first."""
+        orders = [OpenOrder(order_id=o.order_id or o.client_order_id, client_order_id=o.client_order_id,
+                            ticker=ticker, side=o.side, action=o.action, price=o.price, remaining=o.remaining,
+                            created_ts=float(age))
+                  for age, o in enumerate(self._open.values()) if o.ticker == ticker and o.remaining]
+        return estimate_reserve({ticker: position}, orders, fees) if orders else Money(0)

@@ -1,7 +1,7 @@
 """Paper trading: the whole live loop against the built-in simulator (default) or Kalshi demo.
 
     async with paper_trading(config, db_url=url, models_dir="models") as pt:
-        await pt.trader.stats.remote()            # the Trader actor (named config.trader / "trader")
+        await pt.trader.stats.remote()            # the Trader actor (named ``trader_name``)
         await pt.trader.kill_switch.remote("why") # halt + cancel
 
 What starts, in order (Ray must be initialised):
@@ -17,7 +17,8 @@ What starts, in order (Ray must be initialised):
 5. the Trader, subscribed to every collector's book updates and to the reconciler's fills.
 
 ``stop()`` (the context's exit) reverses it: the Trader cancels everything and ships its rows,
-then the reconciler, the collection (flush, session closed), the Serve app and the simulator stop.
+then the reconciler, the collection (flush, session closed) and the simulator stop. The Serve app
+stays deployed (others may use it; ``serve.delete(app)`` removes it).
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ log = logging.getLogger("kalshiflow.paper")
 def check_order_placement(config: AppConfig, endpoints: Endpoints) -> None:
     """The startup check: raises OrderPlacementRefused for production without explicit opt-in."""
     assert_order_placement_allowed(config.exchange, endpoints)
+
+
+def _simulator_keys() -> tuple[Credentials, dict[str, str]]:
+    """A fresh API key pair for the paper account: the simulator gets the public half."""
+    import uuid
+
+    from kalshiflow.protocol.auth import generate_private_key, private_key_to_pem, public_key_to_pem
+
+    key, key_id = generate_private_key(2048), str(uuid.uuid4())
+    return (Credentials(api_key_id=key_id, private_key_pem=Secret(private_key_to_pem(key))),
+            {key_id: public_key_to_pem(key)})
 
 
 def policy_config(config: AppConfig, models_dir: str, app_name: str = "policy_server") -> PolicyServerConfig:
@@ -191,10 +203,9 @@ async def paper_trading(
     async with contextlib.AsyncExitStack() as stack:
         simulator = None
         if not real:
-            from kalshiflow.collect.testing import make_keys
             from kalshiflow.exchange.embedded import run_simulator
 
-            credentials, public = make_keys()
+            credentials, public = _simulator_keys()
             simulator = await stack.enter_async_context(run_simulator(config, keys=public))
             endpoints = Endpoints(environment="simulator", rest_url=simulator.rest_url,
                                   ws_url=simulator.ws_url)

@@ -5,9 +5,8 @@
   has no exchange id, so its row is keyed ``rejected:<client_order_id>``). The WriteQueue inserts
   with ON CONFLICT DO NOTHING, so later status changes of a resting order live in ``fills`` and
   in the exchange, not in this row (docs/trading.md).
-- ``fills``: our fills as the PositionReconciler reports them (idempotent by (trade_id, order_id),
-  so a fill the reconciler also writes is stored once).
-- ``position_snapshots``: the portfolio the Trader traded on, source ``local``, periodically.
+- ``fills`` and ``position_snapshots`` are the PositionReconciler's to write; the Trader writes
+  ``position_snapshots`` (source ``local``) itself only when it runs without a reconciler.
 
 Units as in the schema: prices ticks, quantities hundredths, money micro-dollars, times aware UTC.
 """
@@ -16,20 +15,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from kalshiflow.collect.rows import ts as utc  # epoch ns -> aware datetime (TIMESTAMPTZ)
 from kalshiflow.collect.shipper import Shipper
 from kalshiflow.market.prices import PRICE_SCALE
 from kalshiflow.market.types import Side
 from kalshiflow.protocol import rest_models as rm
-from kalshiflow.trading import PortfolioView, TradeFill
+from kalshiflow.trading import PortfolioView
 from kalshiflow.trading.decision import DecisionRecord
 from kalshiflow.trading.orders import PlaceOrder
 
-__all__ = ["RowSink", "decision_row", "fill_row", "order_row", "position_rows", "utc"]
+__all__ = ["RowSink", "decision_row", "order_row", "position_rows"]
 
 Row = tuple[Any, ...]
 
@@ -67,11 +66,6 @@ class RowSink:
         return held + (self.shipper.unacked_rows if self.shipper is not None else 0)
 
 
-def utc(ns: int) -> datetime:
-    """Epoch ns -> aware datetime (microseconds: what TIMESTAMPTZ keeps)."""
-    return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).replace(microsecond=ns % 1_000_000_000 // 1000)
-
-
 def decision_row(rec: DecisionRecord, account: str) -> Row:
     return (rec.decision_id, utc(rec.ts_ns), account, rec.ticker, rec.observation_hash, rec.action,
             rec.model_version, rec.verdict, rec.reason[:1000], rec.latency_us, rec.client_order_id)
@@ -92,14 +86,6 @@ def order_row(cmd: PlaceOrder, order: rm.Order | None, *, account: str, environm
             req.action.value, order.type or "limit", order.yes_price, order.initial_count, order.fill_count,
             order.remaining_count, req.time_in_force, order.status.value, when, when, cmd.model_version,
             cmd.decision_id, {"order": msgspec.to_builtins(order), "reason": cmd.reason})
-
-
-def fill_row(fill: TradeFill, *, account: str, environment: str, received_ns: int) -> Row:
-    ts = utc(fill.ts_ms * 1_000_000) if fill.ts_ms is not None else utc(received_ns)
-    no_price = PRICE_SCALE - fill.yes_price
-    return (fill.trade_id, fill.order_id, fill.client_order_id or None, account, environment, fill.ticker,
-            fill.side.value, fill.action.value, fill.yes_price, no_price, fill.count, fill.fee, fill.is_taker,
-            fill.post_position, ts, utc(received_ns))
 
 
 def position_rows(view: PortfolioView, *, environment: str, now_ns: int, source: str = "local") -> list[Row]:

@@ -55,6 +55,7 @@ class Sources:
         self._reconciler: Any = None
         self._collectors: dict[str, Any] = {}  # name -> handle
         self._owner: dict[str, str] = {}  # ticker -> collector name
+        self._epochs: dict[str, int] = {}  # collector name -> connection epoch at the last poll
         self._mapped_at = -_MAP_REFRESH_S
         self._map_lock = asyncio.Lock()
         self._rest_view_at = 0.0
@@ -110,6 +111,8 @@ class Sources:
             for name, got in zip(handles, markets, strict=True):
                 if isinstance(got, list):
                     owner.update((t, name) for t in got)
+                else:  # not answering (restarting): it keeps its markets, so their loss is seen
+                    owner.update((t, n) for t, n in self._owner.items() if n == name)
             self._collectors, self._owner = handles, owner
             self._mapped_at = time.monotonic()
 
@@ -139,7 +142,9 @@ class Sources:
         return out
 
     async def collector_health(self) -> tuple[list[str], list[str]]:
-        """(markets of connected collectors, markets of collectors disconnected or not answering)."""
+        """(markets of connected collectors, markets of collectors that are disconnected, do not
+        answer, or reconnected since the last call: a new connection epoch means the feed broke
+        in between, however briefly -- a restarted collector can be back before the next poll)."""
         await self._map()
         names = list(self._collectors)
         stats = await asyncio.gather(*(asyncio.wait_for(self._collectors[n].stats.remote(), _CALL_TIMEOUT_S)
@@ -148,7 +153,12 @@ class Sources:
         lost: list[str] = []
         for name, s in zip(names, stats, strict=True):
             mine = [t for t, n in self._owner.items() if n == name]
-            if isinstance(s, BaseException) or not s.connected:
+            if isinstance(s, BaseException):
+                lost += mine
+                continue
+            before = self._epochs.get(name)
+            self._epochs[name] = s.epoch
+            if not s.connected or (before and s.epoch != before):
                 lost += mine
             else:
                 live += mine

@@ -28,6 +28,8 @@ class TraderStats(msgspec.Struct, frozen=True, kw_only=True):
     markets: int
     top_only_observations: int  # decisions on a book with the top level only (ladders not fetched): 0
     public_trades_seen: int  # trades fed to the features (0: flow_60s / activity_60s read 0, docs/trading.md)
+    stale_updates: int  # updates older than one already applied (dropped)
+    book_errors: int  # ladders off a market's grid (treated as a gap: no trading on them)
     decisions: int
     actions: dict[str, int]  # action name -> decisions
     verdicts: dict[str, int]  # hold | allowed | rejected | cancel | unavailable | error -> decisions
@@ -214,6 +216,8 @@ def build_stats(c: Counters, engine: DecisionEngine, tracker_n: dict[str, int], 
         environment=environment, markets=len(engine.feeds),
         top_only_observations=engine.top_only,
         public_trades_seen=sum(f.trades for f in engine.feeds.values()),
+        stale_updates=sum(f.stale_updates for f in engine.feeds.values()),
+        book_errors=sum(f.book_errors for f in engine.feeds.values()),
         decisions=c.decisions, actions=dict(c.actions), verdicts=dict(c.verdicts), refusals=dict(c.refusals),
         orders_placed=tracker_n["placed"], orders_acked=tracker_n["acked"],
         orders_cancelled=tracker_n["cancelled"],

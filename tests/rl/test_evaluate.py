@@ -46,9 +46,12 @@ def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     return json.loads(lines[0])
 
 
-@pytest.mark.parametrize("policy", ["baseline:hold", "baseline:random", "baseline:edge", "baseline:momentum",
-                                    "constant:buy_yes", "constant:sell_yes", "constant:buy_no", "constant:sell_no",
-                                    "constant:hold", "constant:buy_no_join_5", "model:v0001", "model:current"])
+POLICIES = ["baseline:hold", "baseline:random", "baseline:edge", "baseline:momentum", "constant:buy_yes",
+            "constant:sell_yes", "constant:buy_no", "constant:sell_no", "constant:hold",
+            "constant:buy_no_join_5", "model:v0001", "model:current"]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
 def test_json_shape_for_every_policy_kind(policy: str, models: Registry, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = run_json(capsys, "--policy", policy, "--data", "static", "--episodes", "3", "--models-dir",
@@ -70,7 +73,8 @@ def test_json_shape_for_every_policy_kind(policy: str, models: Registry, tmp_pat
         assert (tmp_path / "r" / name).stat().st_size > 0
 
 
-def test_bad_policy_and_readable_output(models: Registry, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_bad_policy_and_readable_output(models: Registry, capsys: pytest.CaptureFixture[str],
+                                        tmp_path: Path) -> None:
     assert evaluate_main(["--policy", "greedy:x", "--data", "static", "--no-db", *SHORT]) == 2
     assert "bad policy" in capsys.readouterr().err
     assert evaluate_main(["--policy", "model:v0042", "--data", "static", "--no-db", "--models-dir",
@@ -87,7 +91,7 @@ def test_same_request_same_episodes_and_paired_comparison() -> None:
     b = run_evaluation(make_policy("baseline:random", request), request)
     hold = run_evaluation(make_policy("baseline:hold", request), request)
     assert [r.pnl for r in a] == [r.pnl for r in b]  # deterministic
-    assert [r.market for r in a] == [r.market for r in hold] and [r.steps for r in a] == [r.steps for r in hold]
+    assert [(r.market, r.steps) for r in a] == [(r.market, r.steps) for r in hold]
     diff = paired_difference(a, hold)
     assert diff["diff_mean"] == pytest.approx(np.mean([r.pnl for r in a]))
     assert diff["ci_high"] < 0.0  # random pays spread + fees on a book that never moves
@@ -112,9 +116,9 @@ def test_cli_writes_an_evaluations_row(db_url: str, storage_config: Any, tmp_pat
     import os
 
     env = {**os.environ, "DATABASE_URL": db_url}
-    proc = subprocess.run([sys.executable, "-m", "kalshiflow.evaluate", "--policy", "baseline:random", "--data",
-                           "static", "--episodes", "2", "--json", "--report", str(tmp_path), *SHORT],
-                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    cmd = [sys.executable, "-m", "kalshiflow.evaluate", "--policy", "baseline:random", "--data", "static",
+           "--episodes", "2", "--json", "--report", str(tmp_path), *SHORT]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
 

@@ -8,7 +8,6 @@ training writes them), so every load goes through the production path without a 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -22,9 +21,8 @@ import pytest
 from kalshiflow.rl import evaluate as ev
 from kalshiflow.rl.features import SchemaMismatchError
 from kalshiflow.rl.policy import code_schema_hash, load_policy
-from kalshiflow.rl.registry import Registry, RegistryError, promote, record_model, rollback
+from kalshiflow.rl.registry import Registry, RegistryError, promote, record_model, rollback, run_db
 from kalshiflow.serving.testing import write_random_version
-from kalshiflow.storage import open_database
 
 STATIC_ENV = {"data": "static", "window_s": 300.0}
 
@@ -117,7 +115,8 @@ def test_promotion_gate_needs_a_win_outside_the_ci(tmp_path: Path, monkeypatch: 
     }
     seen: list[tuple[list[str], ev.EvalRequest]] = []
 
-    def fake_many(refs: list[str], request: ev.EvalRequest, **kwargs: Any) -> dict[str, list[ev.EpisodeResult]]:
+    def fake_many(refs: list[str], request: ev.EvalRequest,
+                  **kwargs: Any) -> dict[str, list[ev.EpisodeResult]]:
         seen.append((refs, request))
         return _fake_results(scripted[refs[0].removeprefix("model:")])
 
@@ -160,29 +159,35 @@ def test_rollback_walks_back_the_promotions(tmp_path: Path) -> None:
     assert reg.resolve("current") == v1 and reg.resolve("model:current") == v1
 
 
-async def test_status_mirrors_into_the_models_table(tmp_path: Path, db_url: str, storage_config: Any) -> None:
+def test_status_mirrors_into_the_models_table(tmp_path: Path, db_url: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)  # run_db opens what DATABASE_URL names, as the CLIs do
     reg = Registry(tmp_path)
     v1, v2 = _versions(reg, 2)
-    async with open_database(storage_config, url=db_url) as db:
+
+    async def record_both(db: Any) -> None:
         for v in (v1, v2):
             await record_model(db, reg.manifest(v), reg.path(v))
-    env = {**os.environ, "DATABASE_URL": db_url}
+
+    async def statuses(db: Any) -> tuple[dict[str, Any], int]:
+        rows = await db.fetch("SELECT version, status, promoted_at FROM models")
+        return {r["version"]: (r["status"], r["promoted_at"]) for r in rows}, await db.fetchval(
+            "SELECT count(*) FROM evaluations")
+
+    run_db(record_both)
+    for v in (v1, v2):  # in-process: the gate's evaluations run for real on the static book
+        assert promote(reg, v, force=True, episodes=2, progress=False).promoted
+    rows, evaluations = run_db(statuses)
+    assert rows[v1][0] == "retired" and rows[v2][0] == "current" and rows[v2][1] is not None
+    assert evaluations == 7  # v1 + hold + random, then v2 + v1 (current) + hold + random
+    assert rollback(reg) == (v1, v2)
+    rows, _ = run_db(statuses)
+    assert {v: st for v, (st, _) in rows.items()} == {v1: "current", v2: "rolled_back"}
+    assert reg.current() == v1
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "kalshiflow.models", "--models-dir", str(tmp_path), *args],
-                              capture_output=True, text=True, timeout=300, env=env, check=False)
-
-    for v in (v1, v2):
-        assert cli("promote", v, "--force", "--episodes", "2").returncode == 0
-    async with open_database(storage_config, url=db_url) as db:
-        rows = {r["version"]: r for r in await db.fetch("SELECT version, status, promoted_at FROM models")}
-    assert rows[v1]["status"] == "retired" and rows[v2]["status"] == "current" and rows[v2]["promoted_at"]
-    assert cli("rollback").returncode == 0
-    async with open_database(storage_config, url=db_url) as db:
-        rows = {r["version"]: r["status"] for r in await db.fetch("SELECT version, status FROM models")}
-        evaluations = await db.fetchval("SELECT count(*) FROM evaluations")
-    assert rows == {v1: "current", v2: "rolled_back"} and reg.current() == v1
-    assert evaluations >= 6  # each forced promotion still evaluated candidate + hold + random
+        cmd = [sys.executable, "-m", "kalshiflow.models", "--models-dir", str(tmp_path), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 
     listed = cli("list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -197,6 +202,7 @@ async def test_status_mirrors_into_the_models_table(tmp_path: Path, db_url: str,
 def test_promote_cli_reports_and_refuses(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
     bad = write_random_version(reg, seed=3, schema_hash="0" * 64, env=STATIC_ENV)
-    out = subprocess.run([sys.executable, "-m", "kalshiflow.models", "--models-dir", str(tmp_path), "--no-db",
-                          "promote", bad, "--force"], capture_output=True, text=True, timeout=300, check=False)
+    cmd = [sys.executable, "-m", "kalshiflow.models", "--models-dir", str(tmp_path), "--no-db",
+           "promote", bad, "--force"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 3 and "schema" in out.stderr and reg.current() is None

@@ -32,7 +32,8 @@ def test_shipped_config_loads_and_keeps_the_plan_where_it_did_not_change() -> No
     text = DEFAULT_TRAIN_CONFIG.read_text()
     # Every departure from the plan (lr 1e-4, entropy 0.1, minibatch 256, 2048-step rollouts) is
     # explained in a comment on its line (prior-system-lessons §8.5: no silent churn).
-    for key, plan in (("lr", 1e-4), ("entropy_coeff", 0.1), ("minibatch_size", 256), ("train_batch_size", 2048)):
+    plan_values = (("lr", 1e-4), ("entropy_coeff", 0.1), ("minibatch_size", 256), ("train_batch_size", 2048))
+    for key, plan in plan_values:
         value = getattr(cfg.ppo, key)
         if value != plan:
             line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{key} ="))
@@ -71,11 +72,12 @@ def test_iteration_metrics_have_fixed_names_and_survive_missing_values() -> None
     json.dumps(m, allow_nan=False)
 
 
-def test_train_cli_smoke_writes_model_manifest_and_row(tmp_path: Path, db_url: str, storage_config: Any) -> None:
+def test_train_cli_smoke_writes_model_manifest_and_row(tmp_path: Path, db_url: str,
+                                                        storage_config: Any) -> None:
     models = tmp_path / "models"
     env = {**os.environ, "DATABASE_URL": db_url}
-    cmd = [sys.executable, "-m", "kalshiflow.train", "--data", "static", "--timesteps", "256", "--env-runners", "1",
-           "--models-dir", str(models), "--no-progress", "--set", "env.window_s=120.0",
+    cmd = [sys.executable, "-m", "kalshiflow.train", "--data", "static", "--timesteps", "256",
+           "--env-runners", "1", "--models-dir", str(models), "--no-progress", "--set", "env.window_s=120.0",
            "--set", "ppo.train_batch_size=128", "--set", "ppo.minibatch_size=64", "--set", "ppo.num_epochs=1",
            "--set", "runners.num_envs_per_env_runner=2", "--set", "run.eval_episodes=2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from kalshiflow.market.fees import calculator
+from kalshiflow.market.fees import FeeSchedule
 from kalshiflow.market.matching import OrderRequest as EngineOrder
 from kalshiflow.market.prices import CENT, MONEY_SCALE, QTY_SCALE, Money
 from kalshiflow.market.types import Action, OrderStatus, Side, TimeInForce
@@ -132,7 +132,7 @@ def test_reserved_collateral_matches_the_venue() -> None:
         tracker.track(cmd(side=side, action=action, price=price, count=count, cid=f"k-1-{i}"))
     position = venue.account("me").position(T)
     assert position == 300
-    assert tracker.reserved(T, position, calculator()) == venue.reserved("me", T) > 0
+    assert tracker.reserved(T, position, FeeSchedule()) == venue.reserved("me", T) > 0
 
 
 def test_views_are_plain_messages() -> None:
