@@ -170,6 +170,10 @@ class Trader:
         started = time.monotonic_ns()
         if self.spec.trader.fetch_depth:  # the observation reads 5 levels a side: one call per collector
             self.engine.deepen(await self.src.levels(self.engine.shallow(tickers)))
+            missing = set(self.engine.shallow(tickers))
+            if missing:  # never observe a book the env would not: decide them when the ladders come
+                self.c.depth_unavailable += len(missing)
+                tickers = [t for t in tickers if t not in missing]
         cands = [self.engine.prepare(t, now, self.view, started) for t in tickers]
         replies = await self._ask([c for c in cands if c.forced is None])
         state = self._risk_state(wall)
@@ -274,6 +278,7 @@ class Trader:
         live, lost = await self.src.collector_health()
         self.engine.confirm_live(live, wall)
         self.engine.confirm_lost(lost)  # the gate's stale-book guard refuses them until data flows
+        self.c.markets_lost += len(lost)
         for ticker in lost:
             if self.tracker.open_orders(ticker):
                 log.warning("trader: collector of %s disconnected: cancelling its orders", ticker)

@@ -167,7 +167,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 result["policy_errors"] = s.policy_errors
                 result["holds_policy_unavailable"] = s.holds_policy_unavailable
                 result["refusals"] = s.refusals
-                result["top_only_observations"] = s.top_only_observations
+                result["depth_unavailable"] = s.depth_unavailable
                 await trader.shutdown.remote(20.0)
                 await coll.stop()
     finally:

@@ -128,7 +128,6 @@ class DecisionEngine:
         self.feeds: dict[str, MarketFeed] = {}
         self.last_decided: dict[str, float] = {}  # exchange time of the market's last decision
         self.fresh: set[str] = set()  # markets updated since the last ``due`` call
-        self.top_only = 0  # observations of a valid book whose ladders were missing (depth features off)
         self.live_at: dict[str, float] = {}  # wall time the market's book was last known good
         rate = settings.max_decisions_per_s
         self.bucket = TokenBucket(rate, max(1.0, rate), wall_now)
@@ -220,8 +219,6 @@ class DecisionEngine:
     def prepare(self, ticker: str, now: float, view: PortfolioView | None, started_ns: int) -> Candidate:
         obs_, feed = self.observer, self.feeds[ticker]
         state = feed.state
-        if state.valid and not feed.depth_complete:
-            self.top_only += 1
         now = max(now, state.last_book_ts or now)  # never observe before the book it holds
         acct = self.account(ticker, view)
         mark = obs_.mark(state, acct)

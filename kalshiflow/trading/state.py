@@ -26,7 +26,7 @@ __all__ = ["Counters", "FillRow", "OrderRow", "PositionRow", "TraderMetrics", "T
 class TraderStats(msgspec.Struct, frozen=True, kw_only=True):
     environment: str
     markets: int
-    top_only_observations: int  # decisions on a book with the top level only (ladders not fetched): 0
+    depth_unavailable: int  # decisions postponed: the ladders could not be fetched from the collector
     public_trades_seen: int  # trades fed to the features (0: flow_60s / activity_60s read 0, docs/trading.md)
     stale_updates: int  # updates older than one already applied (dropped)
     book_errors: int  # ladders off a market's grid (treated as a gap: no trading on them)
@@ -41,6 +41,7 @@ class TraderStats(msgspec.Struct, frozen=True, kw_only=True):
     order_errors: dict[str, int]  # those refusals by Kalshi error code (or error kind)
     cancel_failures: int
     cancels: dict[str, int]  # cancels sent by reason (policy, kill switch, lost connection, shutdown...)
+    markets_lost: int  # market-data losses seen (per market and collector poll)
     open_orders: int
     fills: int
     policy_calls: int
@@ -141,6 +142,8 @@ class Counters:
         self.order_errors: Counter[str] = Counter()  # why orders did not reach the book (code / kind)
         self.cancels: Counter[str] = Counter()  # cancels sent, by reason
         self.decisions = self.policy_calls = self.policy_errors = self.holds_unavailable = 0
+        self.depth_unavailable = 0  # decisions postponed for want of the book's ladders
+        self.markets_lost = 0  # market-data losses seen (a market per collector poll that found it lost)
         self.policy_available = True
         self.policy_last_error: str | None = None
         self.model_version: str | None = None
@@ -214,7 +217,7 @@ def build_stats(c: Counters, engine: DecisionEngine, tracker_n: dict[str, int], 
     risk = engine.gate
     return TraderStats(
         environment=environment, markets=len(engine.feeds),
-        top_only_observations=engine.top_only,
+        depth_unavailable=c.depth_unavailable,
         public_trades_seen=sum(f.trades for f in engine.feeds.values()),
         stale_updates=sum(f.stale_updates for f in engine.feeds.values()),
         book_errors=sum(f.book_errors for f in engine.feeds.values()),
@@ -222,7 +225,8 @@ def build_stats(c: Counters, engine: DecisionEngine, tracker_n: dict[str, int], 
         orders_placed=tracker_n["placed"], orders_acked=tracker_n["acked"],
         orders_cancelled=tracker_n["cancelled"],
         orders_rejected=tracker_n["rejected"], order_errors=dict(c.order_errors),
-        cancel_failures=tracker_n["cancel_failed"], cancels=dict(c.cancels), open_orders=open_orders,
+        cancel_failures=tracker_n["cancel_failed"], cancels=dict(c.cancels), markets_lost=c.markets_lost,
+        open_orders=open_orders,
         fills=c.n_fills, policy_calls=c.policy_calls, policy_errors=c.policy_errors,
         holds_policy_unavailable=c.holds_unavailable, policy_available=c.policy_available,
         policy_last_error=c.policy_last_error, model_version=c.model_version, schema_hash=engine.schema_hash,

