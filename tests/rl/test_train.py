@@ -122,3 +122,21 @@ def test_bad_data_spec_fails_before_ray_starts(tmp_path: Path, capsys: pytest.Ca
     assert not list(tmp_path.iterdir())  # no version folder reserved for a run that never started
     assert train_main(["--set", "ppo.entropy=0.1", "--no-db", "--models-dir", str(tmp_path)]) == 2
     assert "unknown field `entropy`" in capsys.readouterr().err
+
+
+def test_bench_train_json_shape() -> None:
+    """The benchmark's keys (never its timings: benchmarks report, tests check shape)."""
+    cmd = [sys.executable, "-m", "kalshiflow.bench", "train", "--json", "--iterations", "1", "--warmup", "1",
+           "--data", "static", "--env-runners", "0", "--set", "ppo.train_batch_size=256",
+           "--set", "ppo.minibatch_size=128", "--set", "ppo.num_epochs=1",
+           "--set", "runners.num_envs_per_env_runner=2", "--set", "env.window_s=120.0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = proc.stdout.strip().splitlines()
+    result = json.loads(line)
+    for key in ("steps_per_s", "noop_steps_per_s", "ratio", "real", "noop", "targets", "meets_targets",
+                "config"):
+        assert key in result
+    assert result["targets"] == {"steps_per_s": 10_000, "ratio": 0.7}
+    assert result["steps_per_s"] > 0 and result["noop_steps_per_s"] > 0 and result["real"]["steps"] >= 256
+    assert result["config"]["n_actions"] == 26 and result["config"]["episode_len"] == 24
