@@ -7,7 +7,9 @@ silence watchdog, new epoch per connection), the timers and the queues; every de
 and :class:`~kalshiflow.collect.fanout.Fanout` (coalesced ``on_books`` to subscribers).
 
 Every ``batch_interval_ms`` (sooner when ``max_batch_rows`` pile up) one batch of rows goes to the
-WriteQueue in one Ray call, and the tops of changed books go to subscribers.
+WriteQueue in one Ray call. Book views go to subscribers sooner: right after the frames of one
+receive burst are applied (the markets they changed, coalesced per subscriber by the Fanout), so
+a delta reaches the Trader in one Ray call's time instead of waiting for the row batch.
 
 A restarted actor (``max_restarts``) rebuilds from its spec: new epoch id (never reused), a gap
 row of kind ``actor_restart``, fresh snapshots for every book. Markets added or dropped at
@@ -30,11 +32,11 @@ import ray
 from kalshiflow.collect import selection
 from kalshiflow.collect.epochs import EpochClock
 from kalshiflow.collect.fanout import Fanout
-from kalshiflow.collect.market_state import book_top
 from kalshiflow.collect.messages import BookTop, CollectorSpec, CollectorStats
 from kalshiflow.collect.selection import MarketSpec
 from kalshiflow.collect.shard_state import LIFECYCLE, ORDERBOOK, TRADE, Request, ShardState
 from kalshiflow.collect.shipper import Rows, Shipper
+from kalshiflow.collect.tops import book_view
 from kalshiflow.market.types import Side
 from kalshiflow.protocol.auth import Signer
 from kalshiflow.protocol.errors import WsCommandError, WsError
@@ -68,9 +70,25 @@ def _frame_handler(collector: Any) -> Callable[[bytes, int], Any]:
     flush_rows = collector._flush_rows
     max_unacked = collector.spec.collector.max_unacked_rows
     on_frame = state.on_frame
+    changed = state.changed  # the markets changed since the last publish (mutated in place)
+    subscribers = collector._fanout.subscribers
+    fanout_touch = collector._fanout.touch
+    take_changed = state.take_changed
+    call_soon = asyncio.get_running_loop().call_soon
+    scheduled = [False]
+
+    def publish() -> None:
+        # Runs once the read loop yields, i.e. after every frame already received is applied: a
+        # burst of frames becomes one publish, and a market changed twice in it is sent once.
+        scheduled[0] = False
+        if changed:
+            fanout_touch(take_changed())
 
     def handle(data: bytes, recv_ns: int) -> Any:
         on_frame(data, recv_ns)
+        if changed and subscribers and not scheduled[0]:
+            scheduled[0] = True
+            call_soon(publish)
         if state.has_requests:
             wake_requests.set()
         if not counts["frames"] & 255 and state.pending_rows() >= flush_rows:
@@ -102,7 +120,8 @@ class Collector:
             self._send_batch, max_inflight=cfg.max_inflight_batches, backoff_s=cfg.retry_backoff_s,
             backoff_max_s=cfg.retry_backoff_max_s,
         )
-        self._fanout = Fanout(self._send_books)
+        self._fanout = Fanout(self._send_books, self._state.view,
+                              min_interval_s=cfg.publish_interval_ms / 1000)
         self._flush_rows = max(1, cfg.max_batch_rows)
         self._interval = max(0.001, cfg.batch_interval_ms / 1000)
         self._wake_flush = asyncio.Event()
@@ -206,9 +225,11 @@ class Collector:
         if rows:
             self._batches += 1
             self._shipper.submit(f"{self.spec.collector_id}:{self._incarnation}:{self._batches}", rows)
-        tops = state.take_tops()
-        if tops and len(self._fanout):
-            self._fanout.publish(tops)
+        # Changes made outside a frame (a new connection invalidating every book) go out here;
+        # without subscribers the set is just emptied.
+        changed = state.take_changed()
+        if changed and len(self._fanout):
+            self._fanout.touch(changed)
         mono = time.monotonic()
         self._rates.append((mono, state.n["frames"]))
         while len(self._rates) > 2 and mono - self._rates[0][0] > _RATE_WINDOW_S:
@@ -334,8 +355,9 @@ class Collector:
         return dict(self._closed)
 
     async def add_subscriber(self, handle: Any, tickers: list[str] | None = None) -> bool:
-        """Send ``handle.on_books(list[BookTop])`` for these markets (None = all), coalesced at most
-        once per batch interval. Idempotent: False if ``handle`` already had exactly these."""
+        """Send ``handle.on_books(list[BookTop])`` for these markets (None = all) as they change,
+        one call in flight (coalesced meanwhile). Idempotent: False if ``handle`` already had
+        exactly these."""
         if not self._fanout.add(handle, tickers):
             return False
         # Start the subscriber off with the current state of its markets.
@@ -348,7 +370,7 @@ class Collector:
 
     def _current_tops(self) -> dict[str, BookTop]:
         now = time.time_ns()
-        return {t: book_top(b, self._state.epoch, 0, now, None)
+        return {t: book_view(b, self._state.epoch, 0, now, None)
                 for t in self._state.tickers if (b := self._state.book(t)) is not None}
 
     async def books(

@@ -7,9 +7,15 @@ handle, named-actor handles), the timers and the row sink; every decision is mad
 :class:`~kalshiflow.trading.orders.OrderTracker` and sent by
 :class:`~kalshiflow.trading.router.OrderRouter`. docs/trading.md describes the whole path.
 
-Inputs, by message: ``on_books(list[BookTop])`` from the collectors (top of book; the ladders are
-asked from the collector for the markets about to be decided), ``on_fill(FillNotice)`` from the
-PositionReconciler, whose ``portfolio()`` is the account the Trader trades on.
+Inputs, by message: ``on_books(list[BookTop])`` from the collectors (top of book and the best
+levels the observation reads; the whole ladders are asked from the collector only for an
+update that came without them), ``on_fill(FillNotice)`` from the PositionReconciler, whose
+``portfolio()`` is the account the Trader trades on.
+
+Latency: an update that makes markets due starts a decision cycle at once, inside ``on_books``
+(not on a timer); up to ``_MAX_CYCLES`` cycles overlap (each waits on its own PolicyServer
+call), and what changes while they are all busy is decided by the next one, in one batch. An
+approved order is sent the moment the cycle's answer is in.
 
 Safety: every order passes the gate (``redeem`` right before the HTTP call); the PolicyServer not
 answering is a HOLD (counted, retried every cycle: recovery needs nothing); ``kill_switch``
@@ -40,6 +46,7 @@ from kalshiflow.trading.decision import Candidate, DecisionEngine, DecisionRecor
 from kalshiflow.trading.feed import FeedClock, MarketMeta, from_top
 from kalshiflow.trading.orders import ClientOrderIds, OrderTracker
 from kalshiflow.trading.risk import RiskGate, RiskState
+from kalshiflow.trading.risk_day import RiskDayError, RiskDayStore, record_of, restore, risk_day_path
 from kalshiflow.trading.router import OrderRouter
 from kalshiflow.trading.sources import Sources, empty_view
 from kalshiflow.trading.spec import TraderSpec, decision_settings
@@ -50,6 +57,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kalshiflow.trader")
 
+# Decision cycles in flight at once: a cycle mostly waits for its PolicyServer answer, so one
+# at a time would make a new update wait for the previous cycle's round trip; a bound keeps a
+# burst from turning into a swarm of one-market Serve calls (beyond it, changes batch up).
+_MAX_CYCLES = 4
+
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class Trader:
@@ -58,6 +70,7 @@ class Trader:
         cfg = spec.trader
         self.clock = FeedClock(spec.clock_rate)
         self.gate = RiskGate(spec.risk, time.time)
+        self.risk_day = self._restore_risk_day()
         ids = ClientOrderIds(cfg.client_order_prefix, time.time_ns())
         self.tracker = OrderTracker(ids)
         self.engine = DecisionEngine(decision_settings(cfg), self.gate, self.tracker, wall_now=time.time())
@@ -71,8 +84,9 @@ class Trader:
         self.sink = R.RowSink(self._enqueue if spec.writequeue is not None else None, spec.name)
         self.router = OrderRouter(self.rest, self.engine, self.src, self.c, self.sink, self._spawn,
                                   account=cfg.account, environment=spec.environment)
-        self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._cycles: set[asyncio.Task[None]] = set()
+        self._again = False  # a cycle was wanted while _MAX_CYCLES ran: start one when one ends
         self._stopped = False
         self._ready = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -80,6 +94,33 @@ class Trader:
         self._loops = [loop.create_task(f(), name=f.__name__) for f in loops]
 
     # ------------------------------------------------------------------ startup
+
+    def _restore_risk_day(self) -> RiskDayStore:
+        """Today's start value, volume and loss latch (and a standing kill) from before a restart."""
+        from pathlib import Path
+
+        from kalshiflow.storage.embedded import data_root
+
+        spec = self.spec
+        folder = Path(spec.risk.state_dir) if spec.risk.state_dir else data_root() / "risk"
+        account = spec.credentials.api_key_id if spec.credentials else spec.trader.account
+        store = RiskDayStore(risk_day_path(folder, spec.environment, account))
+        try:
+            rec = store.load()
+        except (RiskDayError, OSError) as err:  # never a silent fresh day: halt and say why
+            self.gate.kill(f"risk state unusable: {err}")
+            log.error("trader: %s", err)
+            return store
+        if rec is not None and (done := restore(self.gate, rec)):
+            log.warning("trader: risk day restored from %s: %s", store.path, "; ".join(done))
+        return store
+
+    def _save_risk_day(self) -> None:
+        try:
+            self.risk_day.save(record_of(self.gate))
+        except OSError as err:  # the gate itself is unaffected; the next change tries again
+            self.c.last_error = f"risk state not saved: {err!r}"[:300]
+            log.warning("trader: risk state not saved to %s: %r", self.risk_day.path, err)
 
     async def _start(self) -> None:
         metas = await self.src.market_metas(self.spec.markets)
@@ -119,17 +160,18 @@ class Trader:
     # ------------------------------------------------------------------ inputs
 
     async def on_books(self, updates: list[BookTop]) -> None:
-        """Collector book updates (coalesced per market), applied at once; the ladders behind a
-        top are fetched only for the markets a decision is about to observe (``_cycle``)."""
+        """Collector book updates (coalesced per market, with the levels the observation reads),
+        applied at once; a decision cycle for the markets they make due starts right here."""
         wall, arrived = time.time(), time.time_ns()
         applied = False
+        engine, delivery = self.engine, self.c.delivery_ms
         for u in updates:
-            if self.engine.on_update(from_top(u), wall):
-                self.c.delivery_ms.append((arrived - u.received_ts_ns) / 1e6)
-                self.clock.observe(self.engine.feeds[u.ticker].last_ts, wall)
+            if engine.on_update(from_top(u), wall):
+                delivery.append((arrived - u.received_ts_ns) / 1e6)
+                self.clock.observe(engine.feeds[u.ticker].last_ts, wall)
                 applied = True
         if applied:
-            self._wake.set()
+            self._kick()
 
     async def on_fill(self, notice: FillNotice) -> None:
         """One of our fills, from the PositionReconciler (which also stores it): the order's
@@ -145,36 +187,63 @@ class Trader:
     # ------------------------------------------------------------------ the decision cycle
 
     async def _decide_loop(self) -> None:
+        """The first cycle once ready (updates may have come before), then the clock sweep: markets
+        whose book did not change are decided on the clock too (``clock_decisions``)."""
         await self._ready.wait()
+        self._kick()
+        if not self.spec.trader.clock_decisions:
+            return
         sweep = max(0.01, min(0.5, self.clock.wall_seconds(self.spec.trader.decision_interval_s) / 4))
         while True:
-            woke = False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), sweep if self.spec.trader.clock_decisions else None)
-                woke = True
-            self._wake.clear()
-            try:
-                await self._cycle(on_change_only=woke)
-            except Exception as err:  # noqa: BLE001 - one bad cycle must not stop trading decisions
-                self.c.last_error = f"cycle: {err!r}"[:300]
-                log.exception("trader: decision cycle failed")
+            await asyncio.sleep(sweep)
+            self._kick(on_change_only=False)
+
+    def _kick(self, on_change_only: bool = True) -> None:
+        """Start a decision cycle now, unless _MAX_CYCLES run: then one starts as one ends (and
+        decides every market that changed meanwhile). A sweep that finds all slots busy is
+        skipped: the next comes soon, and the markets it would add are not waiting on a change."""
+        if not self._ready.is_set() or self._stopped:
+            return
+        if len(self._cycles) >= _MAX_CYCLES:
+            self._again = self._again or on_change_only
+            return
+        task = asyncio.get_running_loop().create_task(self._run_cycle(on_change_only))
+        self._cycles.add(task)
+        task.add_done_callback(self._cycle_done)
+
+    def _cycle_done(self, task: asyncio.Task[None]) -> None:
+        self._cycles.discard(task)
+        if self._again:
+            self._again = False
+            self._kick()
+
+    async def _run_cycle(self, on_change_only: bool) -> None:
+        try:
+            await self._cycle(on_change_only=on_change_only)
+        except Exception as err:  # noqa: BLE001 - one bad cycle must not stop trading decisions
+            self.c.last_error = f"cycle: {err!r}"[:300]
+            log.exception("trader: decision cycle failed")
 
     async def _cycle(self, *, on_change_only: bool) -> None:
         wall = time.time()
         now = self.clock.now(wall)
         if now is None:
             return
-        tickers = self.engine.due(now, wall, on_change_only=on_change_only)
+        engine = self.engine
+        tickers = engine.due(now, wall, on_change_only=on_change_only)
         if not tickers:
             return
         started = time.monotonic_ns()
-        if self.spec.trader.fetch_depth:  # the observation reads 5 levels a side: one call per collector
-            self.engine.deepen(await self.src.levels(self.engine.shallow(tickers)))
-            missing = set(self.engine.shallow(tickers))
+        if self.spec.trader.fetch_depth and (shallow := engine.shallow(tickers)):
+            # The update carried fewer levels than this observation reads (many own orders on a
+            # ladder, or a collector that sends the top alone): one call per collector.
+            engine.deepen(await self.src.levels(shallow))
+            tickers = engine.present(tickers)
+            missing = set(engine.shallow(shallow))
             if missing:  # never observe a book the env would not: decide them when the ladders come
                 self.c.depth_unavailable += len(missing)
                 tickers = [t for t in tickers if t not in missing]
-        cands = [self.engine.prepare(t, now, self.view, started) for t in tickers]
+        cands = [engine.prepare(t, now, self.view, started) for t in tickers]
         replies = await self._ask([c for c in cands if c.forced is None])
         state = self._risk_state(wall)
         done = time.monotonic_ns()
@@ -270,6 +339,7 @@ class Trader:
                     rows = R.position_rows(self.view, environment=env, now_ns=now_ns)
                     for row in rows:
                         self._row("position_snapshots", row)
+                self._save_risk_day()
             except Exception as err:  # noqa: BLE001 - keep the loop alive; say what happened
                 self.c.last_error = f"housekeeping: {err!r}"[:300]
                 log.exception("trader: housekeeping failed")
@@ -308,6 +378,7 @@ class Trader:
         """Halt (only cancels and gate-made flatten orders pass) and cancel every open order."""
         state = self._risk_state(time.time())
         cmds = self.engine.risk_commands(self.gate.kill(reason, state), model_version=self.c.model_version)
+        self._save_risk_day()
         left = await self.router.cancel_all(reason, cmds, in_flight=list(self._tasks))
         log.warning("trader: KILL SWITCH (%s): halted, %d orders left open", reason, left)
         return {"mode": self.gate.mode.value, "reason": reason, "open_orders": left}
@@ -322,6 +393,7 @@ class Trader:
             self.gate.resume(reason)
         else:
             raise ValueError(f"unknown mode {mode!r}: active | reducing | halted")
+        self._save_risk_day()  # a resume lifts a saved kill; a restart must not bring it back
         return self.gate.mode.value
 
     async def stats(self) -> TraderStats:
@@ -355,9 +427,14 @@ class Trader:
         """Stop deciding, cancel every open order, ship the last rows. Idempotent."""
         if not self._stopped:
             self._stopped = True
-            for task in self._loops:
+            loops = [*self._loops, *self._cycles]
+            for task in loops:
                 task.cancel()
-            await asyncio.gather(*self._loops, return_exceptions=True)
+            await asyncio.gather(*loops, return_exceptions=True)
+            if self.spec.environment == "simulator":  # its accounts end with it: nothing to resume
+                self.risk_day.path.unlink(missing_ok=True)
+            else:
+                self._save_risk_day()  # before SHUTDOWN's halt: a clean stop is not a kill
             with contextlib.suppress(Exception):
                 self.gate.shutdown()
         left = await self.router.cancel_all("shutdown", in_flight=list(self._tasks), timeout=timeout / 2)

@@ -101,7 +101,10 @@ class CollectorConfig(_Section):
     tickers: list[str] = []
     discover_top_n: int = 20
     markets_per_collector: int = 50
-    batch_interval_ms: int = 50
+    batch_interval_ms: int = 50  # rows to the WriteQueue
+    # Book updates to subscribers (the Trader) go out right after the frames that changed them;
+    # > 0 spaces the calls to one subscriber by at least this (fewer calls, more latency).
+    publish_interval_ms: int = 0
     max_batch_rows: int = 5000
     reconnect_backoff_s: float = 0.5
     reconnect_backoff_max_s: float = 15.0
@@ -167,6 +170,9 @@ class RiskConfig(_Section):
     pending_order_ttl_s: float = 30.0
     # Shrink an order to the room left under a cap instead of refusing it outright.
     resize_to_fit: bool = True
+    # Where each account's risk day (start-of-day value, volume, loss latch, kill switch) is kept so
+    # a restarted Trader resumes it (kalshiflow/trading/risk_day.py); "" = <data root>/risk.
+    state_dir: str = ""
     # --- position reconciler (actors/reconciler.py) ---
     reconcile_interval_s: float = 10.0
     # A resting order the reconciler does not know yet is only a discrepancy once older than this.
@@ -177,8 +183,9 @@ class RiskConfig(_Section):
 
 class TraderConfig(_Section):
     # Exchange seconds between two decisions of one market: set it to the served model's training
-    # EnvConfig.decision_interval_s (the cadence the policy learned at; docs/trading.md).
-    decision_interval_s: float = 1.0
+    # EnvConfig.decision_interval_s (the cadence the policy learned at; docs/trading.md). Paper
+    # trading refuses to start when it differs from the current model's (trading/paper.py).
+    decision_interval_s: float = 5.0
     # Not used for sizing: order sizes come from the action table (``sizes``), exactly as in
     # training (prior-system-lessons §4.3: 20 contracts trained vs 10 sent live).
     order_size: int = 10
@@ -193,7 +200,9 @@ class TraderConfig(_Section):
     # on a clock: book age and look-backs move with time). False: decide on book changes only.
     clock_decisions: bool = True
     policy_timeout_s: float = 1.0  # a PolicyServer call slower than this is a HOLD ("unavailable")
-    fetch_depth: bool = True  # ask the collector for full ladders when an update carries only the top
+    # Ask the collector for the ladders when an update carries fewer levels than the observation
+    # reads (collectors publish the best 5 a side with every update: only a top-only sender).
+    fetch_depth: bool = True
     # --- housekeeping ---
     portfolio_refresh_s: float = 0.25  # PositionReconciler.portfolio() poll
     order_sync_s: float = 5.0  # REST resting-order sync (adopt leftovers, close vanished)

@@ -11,11 +11,14 @@ alternating order, each figure its best round:
       drawn for the whole batch at once; ``batched_noop_steps_per_s``: a no-op VectorEnv with
       the same spaces; ``batched_ratio``.
   (c) the same vector env under ``hold`` (the agent idle: the precomputed replay path) and
-      under ``baseline:edge`` (a trading heuristic: idle most of the time, trading at times).
+      under ``baseline:edge`` (a trading heuristic: idle most of the time, trading at times; the
+      engine replays only while it has orders resting or owes the recording volume, see
+      rl/replay.py).
 Every figure is also given per CPU second of this process (``per_cpu_s``): on a shared machine
 the wall-clock figures mostly measure how much of a core we were given.
 Random play is the worst case (it trades nearly every step, so every recorded event goes
-through the matching engine); a trained policy that mostly waits runs near (c).
+through the matching engine and every step sends an order through the Venue); a trained policy
+that mostly waits runs near (c).
 Targets (DESIGN.md §5): >= 100k steps/s batched; the prior system did 2,410 steps/s.
 """
 

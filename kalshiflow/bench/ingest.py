@@ -11,6 +11,12 @@
     Its limit, measured first in the same run: the same simulator and flood feeding the same number
     of clients that use the collectors' WS client but only count and drop each frame:
     ``feed_limit_per_s``. ``ratio = deltas_per_s / feed_limit_per_s``.
+CPU per delta, per process (``cpu_us_per_delta``): CPU seconds (user + system, from psutil)
+    that each process spent during a phase, divided by the deltas of that phase, for the bench
+    process (the simulator and its flood), each collector / feed sink actor, the WriteQueue actor,
+    the PostgreSQL backends of the bench database, the server's shared background processes
+    (WAL writer, checkpointer, ...) and Ray's own daemons (raylet, GCS). Unlike the rates, these
+    figures hardly move with the load of other jobs, so they say where the time goes.
 (b) The WriteQueue alone: :func:`kalshiflow.ingest.throughput.measure_writequeue` (Ray calls into
     a WriteQueue vs a raw COPY of the same rows): ``writequeue_rows_per_s``, ``copy_rows_per_s``,
     ``writequeue_ratio``.
@@ -30,16 +36,131 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
+import psutil
 
 from kalshiflow.bench import emit
 from kalshiflow.config import AppConfig, CollectorConfig, SimulatorConfig, WriteQueueConfig
 
 TARGET_DELTAS_PER_S = 50_000
 TARGET_RATIO = 0.5
+_CPU_SAMPLE_S = 1.0  # how often the meter re-reads CPU times (a process may exit between reads)
+
+
+class _CpuMeter:
+    """CPU seconds per labelled process over one phase.
+
+    ``discover()`` returns ``{label: [pid, ...]}`` and is re-run at every sample, so processes that
+    start during the phase (a new PostgreSQL backend) are counted from their birth and processes
+    that exit keep their last reading.
+    """
+
+    def __init__(self, discover: Callable[[], Awaitable[dict[str, list[int]]]]) -> None:
+        self._discover = discover
+        self._procs: dict[int, tuple[str, psutil.Process]] = {}
+        self._base: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._start_wall = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float | None:
+        try:
+            t = proc.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+        return float(t.user + t.system)
+
+    async def _refresh(self, first: bool) -> None:
+        try:
+            found = await self._discover()
+        except Exception:  # a failed look-up costs one sample, not the benchmark
+            found = {}
+        for label, pids in found.items():
+            for pid in pids:
+                if pid in self._procs:
+                    continue
+                try:
+                    proc = psutil.Process(pid)
+                    born = proc.create_time()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                cpu = self._cpu(proc)
+                if cpu is None:
+                    continue
+                self._procs[pid] = (label, proc)
+                # Started during the phase: all of its CPU belongs to the phase.
+                self._base[pid] = 0.0 if (not first and born >= self._start_wall) else cpu
+                self._last[pid] = cpu
+        for pid, (_, proc) in self._procs.items():
+            cpu = self._cpu(proc)
+            if cpu is not None:
+                self._last[pid] = cpu
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(_CPU_SAMPLE_S)
+            await self._refresh(False)
+
+    async def start(self) -> None:
+        self._start_wall = time.time()
+        await self._refresh(True)
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> dict[str, float]:
+        """CPU seconds per label since :meth:`start`."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._refresh(False)
+        out: dict[str, float] = {}
+        for pid, (label, _) in self._procs.items():
+            out[label] = out.get(label, 0.0) + max(0.0, self._last[pid] - self._base[pid])
+        return out
+
+
+def _per_delta(cpu: dict[str, float], deltas: int) -> dict[str, Any]:
+    """CPU seconds per label -> microseconds per delta (and the total)."""
+    if deltas <= 0:
+        return {}
+    us = {label: round(1e6 * s / deltas, 2) for label, s in sorted(cpu.items())}
+    us["total"] = round(sum(1e6 * s / deltas for s in cpu.values()), 2)
+    return us
+
+
+def _ray_daemons() -> list[int]:
+    """PIDs of this driver's raylet and GCS server (when it started them)."""
+    node = getattr(getattr(__import__("ray")._private, "worker"), "_global_node", None)
+    pids: list[int] = []
+    for kind in ("raylet", "gcs_server"):
+        for info in (getattr(node, "all_processes", None) or {}).get(kind, []):
+            proc = getattr(info, "process", None)
+            if proc is not None and proc.pid:
+                pids.append(int(proc.pid))
+    return pids
+
+
+async def _actor_pid(handle: Any) -> int:
+    return int(await handle.__ray_call__.remote(lambda _self: os.getpid()))
+
+
+def _postgres_discover(db: Any, database: str) -> Callable[[], Awaitable[dict[str, list[int]]]]:
+    """PostgreSQL's processes on the bench database's server: the bench database's backends, and
+    the server's background processes (shared with other databases, if any)."""
+
+    async def discover() -> dict[str, list[int]]:
+        # (Not the probe's own backend: its queries are the meter's cost, not the pipeline's.)
+        rows = await db.fetch(
+            "SELECT pid, datname, backend_type FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
+        own = [r["pid"] for r in rows if r["datname"] == database and r["pid"]]
+        aux = [r["pid"] for r in rows if r["datname"] is None and r["backend_type"] != "client backend"
+               and r["pid"]]
+        return {"postgres_backends": own, "postgres_background": aux}
+
+    return discover
 
 
 @contextlib.asynccontextmanager
@@ -83,16 +204,25 @@ async def _feed_limit(
         for shard in shards
     ]
     await asyncio.gather(*(s.ready.remote(30.0) for s in sinks))
+    pids = {f"feed_sink_{i}": await _actor_pid(s) for i, s in enumerate(sinks)}
+
+    async def discover() -> dict[str, list[int]]:
+        return {"simulator": [os.getpid()], "ray_daemons": _ray_daemons()} | {k: [p] for k, p in pids.items()}
+
+    meter = _CpuMeter(discover)
     task = asyncio.get_running_loop().create_task(_flood(h, seconds, backlog, warmup=1.0))
     await asyncio.sleep(1.0)
     first = await asyncio.gather(*(s.count.remote() for s in sinks))
+    await meter.start()
     await asyncio.sleep(seconds)
+    cpu = await meter.stop()
     last = await asyncio.gather(*(s.count.remote() for s in sinks))
     await task
     await asyncio.gather(*(s.stop.remote() for s in sinks))
     received = sum(n1 - n0 for (n0, _), (n1, _) in zip(first, last, strict=True))
     span = max(t1 - t0 for (_, t0), (_, t1) in zip(first, last, strict=True))
-    return {"feed_limit_per_s": received / span, "feed_deltas": received, "feed_seconds": round(span, 3)}
+    return {"feed_limit_per_s": received / span, "feed_deltas": received, "feed_seconds": round(span, 3),
+            "feed_cpu_us_per_delta": _per_delta(cpu, received)}
 
 
 async def _end_to_end(h: Any, config: AppConfig, url: str, seconds: float, backlog: int) -> dict[str, Any]:
@@ -109,8 +239,22 @@ async def _end_to_end(h: Any, config: AppConfig, url: str, seconds: float, backl
         if type(event) is BookDelta:
             sent[0] += 1
 
+    from kalshiflow.storage import open_database
+
+    pids = {f"collector_{i}": await _actor_pid(c) for i, c in enumerate(coll.collectors.values())}
+    pids["writequeue"] = await _actor_pid(coll.writequeue)
+    probes = contextlib.AsyncExitStack()
+    probe = await probes.enter_async_context(open_database(config.storage, url=url, migrate_schema=False))
+    postgres = _postgres_discover(probe, str(await probe.fetchval("SELECT current_database()")))
+
+    async def discover() -> dict[str, list[int]]:
+        found = {"simulator": [os.getpid()], "ray_daemons": _ray_daemons()} | {k: [p] for k, p in pids.items()}
+        return found | await postgres()
+
+    meter = _CpuMeter(discover)
     remove = h.sim.state.add_listener(count)
     try:
+        await meter.start()
         start = time.monotonic()
         await _flood(h, seconds, backlog)
         flooded = time.monotonic()
@@ -127,12 +271,12 @@ async def _end_to_end(h: Any, config: AppConfig, url: str, seconds: float, backl
             await asyncio.sleep(0.05)
         acked = await asyncio.gather(*(c.flush.remote(300.0) for c in coll.collectors.values()))
         end = time.monotonic()
+        cpu = await meter.stop()
     finally:
         remove()
+        await probes.aclose()
     stats = await coll.stats()
     summary = await coll.stop()
-    from kalshiflow.storage import open_database
-
     async with open_database(config.storage, url=url, migrate_schema=False) as db:
         stored = int(await db.fetchval("SELECT count(*) FROM book_deltas WHERE session_id = $1",
                                        uuid.UUID(coll.session_id)))
@@ -149,6 +293,7 @@ async def _end_to_end(h: Any, config: AppConfig, url: str, seconds: float, backl
         "reconnects": summary.reconnects,
         "lag_ms_mean": [None if s.lag_ms_mean is None else round(s.lag_ms_mean, 2) for s in stats],
         "collector_deltas": [s.deltas for s in stats],
+        "cpu_us_per_delta": _per_delta(cpu, stored),
     }
 
 

@@ -1,12 +1,18 @@
-"""Book updates to subscriber actors (Trader, Broadcaster): coalesced, one call in flight each.
+"""Book updates to subscriber actors (the Trader): as soon as they change, one call in flight each.
 
-Each subscriber names the markets it wants (or all). Every batch interval the collector publishes
-the tops of the markets that changed; a subscriber gets them in one ``on_books(updates)`` call.
-While its previous call is still running, newer tops replace older ones for the same market
-(coalescing), so a slow subscriber sees the latest state later, never a growing backlog, and
-never holds the collector up. A subscriber whose calls keep failing (it died) is removed.
+Each subscriber names the markets it wants (or all). The collector tells the fanout which markets
+changed right after applying a burst of frames (:meth:`Fanout.touch`); an idle subscriber gets
+their views at once, in one ``on_books(updates)`` call. While its previous call is still running,
+changes only mark the market (coalescing): when the call returns, the next one carries the views
+of every market marked meanwhile, built at that moment -- so a slow subscriber sees the latest
+state later, never a growing backlog, never holds the collector up, and costs the collector one
+view per market per call, however many frames arrived in between. ``min_interval_s`` spaces
+the calls to one subscriber further (fewer, larger calls: less CPU, more latency).
 
-No Ray import: the actor hands in ``send(handle, updates)``.
+:meth:`Fanout.publish` sends given views instead (a new subscriber's starting state). A
+subscriber whose calls keep failing (it died) is removed.
+
+No Ray import: the actor hands in ``send(handle, updates)`` and ``view(ticker)``.
 """
 
 from __future__ import annotations
@@ -23,45 +29,67 @@ __all__ = ["Fanout"]
 log = logging.getLogger(__name__)
 
 Send = Callable[[Any, list[BookTop]], Awaitable[object]]
+View = Callable[[str], BookTop | None]
 _MAX_FAILURES = 3
 
 
 class _Subscriber:
-    __slots__ = ("handle", "tickers", "pending", "busy", "failures", "sent")
+    __slots__ = ("handle", "tickers", "pending", "busy", "failures", "sent", "last_start")
 
     def __init__(self, handle: Any, tickers: frozenset[str] | None) -> None:
         self.handle = handle
         self.tickers = tickers  # None = every market of the collector
-        self.pending: dict[str, BookTop] = {}
-        self.busy = False
+        # ticker -> the view to send, or None: build it when the call starts (the newest state).
+        self.pending: dict[str, BookTop | None] = {}
+        self.busy = False  # a call in flight, or the next one waiting for min_interval_s
         self.failures = 0
         self.sent = 0
+        self.last_start = -1e18
 
 
 class Fanout:
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, view: View, *, min_interval_s: float = 0.0) -> None:
         self._send = send
-        self._subs: dict[Any, _Subscriber] = {}
+        self._view = view
+        self._min_interval = max(0.0, min_interval_s)
+        # Public so the collector's per-frame callback can test "anyone listening?" without a call.
+        self.subscribers: dict[Any, _Subscriber] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.removed = 0
+        self.calls = 0
+        self._closed = False
 
     def __len__(self) -> int:
-        return len(self._subs)
+        return len(self.subscribers)
 
     def add(self, handle: Any, tickers: Iterable[str] | None) -> bool:
         """Subscribe ``handle``; False (and nothing changes) if it already has exactly these markets."""
         wanted = None if tickers is None else frozenset(tickers)
-        current = self._subs.get(handle)
+        current = self.subscribers.get(handle)
         if current is not None and current.tickers == wanted:
             return False
-        self._subs[handle] = _Subscriber(handle, wanted)
+        self.subscribers[handle] = _Subscriber(handle, wanted)
         return True
 
     def remove(self, handle: Any) -> bool:
-        return self._subs.pop(handle, None) is not None
+        return self.subscribers.pop(handle, None) is not None
+
+    def touch(self, tickers: Iterable[str]) -> None:
+        """These markets changed: each subscriber that wants them gets their views with its next call."""
+        changed = dict.fromkeys(tickers)
+        if not changed:
+            return
+        for sub in list(self.subscribers.values()):
+            if sub.tickers is None:
+                sub.pending.update(changed)
+            else:
+                sub.pending.update((t, None) for t in changed if t in sub.tickers)
+            if sub.pending and not sub.busy:
+                self._start(sub)
 
     def publish(self, tops: dict[str, BookTop]) -> None:
-        for sub in list(self._subs.values()):
+        """Send these views (unless a newer change of the market comes first)."""
+        for sub in list(self.subscribers.values()):
             if sub.tickers is None:
                 sub.pending.update(tops)
             else:
@@ -70,12 +98,31 @@ class Fanout:
                 self._start(sub)
 
     def _start(self, sub: _Subscriber) -> None:
-        updates = list(sub.pending.values())
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        wait = sub.last_start + self._min_interval - loop.time()
+        if wait > 0:
+            sub.busy = True
+            loop.call_later(wait, self._resume, sub)
+            return
+        view = self._view
+        updates = [v for t, top in sub.pending.items() if (v := view(t) if top is None else top) is not None]
         sub.pending = {}
+        if not updates:
+            sub.busy = False
+            return
         sub.busy = True
-        task = asyncio.get_running_loop().create_task(self._deliver(sub, updates))
+        sub.last_start = loop.time()
+        self.calls += 1
+        task = loop.create_task(self._deliver(sub, updates))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _resume(self, sub: _Subscriber) -> None:
+        sub.busy = False
+        if not self._closed and sub.pending and self.subscribers.get(sub.handle) is sub:
+            self._start(sub)
 
     async def _deliver(self, sub: _Subscriber, updates: list[BookTop]) -> None:
         try:
@@ -86,19 +133,20 @@ class Fanout:
             raise
         except Exception as err:
             sub.failures += 1
-            if sub.failures >= _MAX_FAILURES and self._subs.get(sub.handle) is sub:
+            if sub.failures >= _MAX_FAILURES and self.subscribers.get(sub.handle) is sub:
                 log.warning("book subscriber %r removed after %d failed calls (%s)", sub.handle, sub.failures,
                             err)
-                del self._subs[sub.handle]
+                del self.subscribers[sub.handle]
                 self.removed += 1
         finally:
             sub.busy = False
-        # Tops that arrived during the call go out now: waiting for the next publish would leave a
-        # subscriber on a stale top for good once the market goes quiet.
-        if sub.pending and self._subs.get(sub.handle) is sub:
+        # Changes that arrived during the call go out now: waiting for the next change would leave
+        # a subscriber on a stale view for good once the market goes quiet.
+        if sub.pending and self.subscribers.get(sub.handle) is sub:
             self._start(sub)
 
     async def close(self) -> None:
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

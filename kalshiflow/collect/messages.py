@@ -12,7 +12,9 @@ from kalshiflow.collect.selection import MarketSpec
 from kalshiflow.config import CollectorConfig, ExchangeConfig
 from kalshiflow.secrets import Credentials
 
-__all__ = ["BookTop", "CollectorSpec", "CollectorStats", "EpochRecord", "MarketStats"]
+__all__ = ["BookTop", "CollectorSpec", "CollectorStats", "EpochRecord", "Levels", "MarketStats"]
+
+Levels = tuple[tuple[int, int], ...]  # (own-leg bid price ticks, size in hundredths), best first
 
 
 class BookTop(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -21,6 +23,12 @@ class BookTop(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     Prices are integer ticks of $0.0001 of the YES price; sizes are hundredths of a contract.
     ``valid`` is False while the book waits for a snapshot (after a gap or a reconnect): readers
     must not trade on an invalid book. ``epoch``/``seq`` say which frame produced this view.
+
+    ``yes_bids`` / ``no_bids``: the best ``depth`` bid levels of each ladder, best first, each in
+    its own leg's ticks (a NO bid at p is a YES ask at 1 - p), so a subscriber can rebuild the
+    book as deep as the observation reads (kalshiflow.rl.features.DEPTH_LEVELS) without asking
+    the collector. A ladder with fewer than ``depth`` levels is complete. ``depth`` 0: no levels
+    carried (the top fields alone; an invalid book carries none).
     """
 
     ticker: str
@@ -33,6 +41,9 @@ class BookTop(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     yes_ask_size: int
     received_ts_ns: int
     exchange_ts_ms: int | None
+    depth: int = 0
+    yes_bids: Levels = ()
+    no_bids: Levels = ()
 
 
 class MarketStats(msgspec.Struct, frozen=True, kw_only=True):

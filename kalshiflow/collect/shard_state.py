@@ -10,7 +10,8 @@ it produces
 - wire requests the actor must carry out (:meth:`take_requests`): ``get_snapshot`` after a gap,
   ``resync`` (unsubscribe + subscribe) or ``reconnect`` when recovery stalls, ``drop`` for
   markets that closed;
-- top-of-book views of the markets that changed (:meth:`take_tops`) and stats.
+- which markets changed (:attr:`changed`, :meth:`take_changed`) and their book views for
+  subscribers (:meth:`view`, :meth:`take_tops`; kalshiflow.collect.tops), and stats.
 
 Sequence handling (kalshi-protocol.md §1.8): ``seq`` is per sid and shared by every market on it,
 so a hole invalidates EVERY book on that sid. Each book is replaced wholesale by its next
@@ -35,6 +36,7 @@ from kalshiflow.collect.market_state import MarketState
 from kalshiflow.collect.messages import BookTop, EpochRecord, MarketStats
 from kalshiflow.collect.recovery import ORDERBOOK, OpenGap, Recovery, Request
 from kalshiflow.collect.sequencer import GAP, OK, Sequencer
+from kalshiflow.collect.tops import market_view
 from kalshiflow.market.book import BookError, OrderBook
 from kalshiflow.market.prices import LINEAR_CENT, PRICE_SCALE, PriceGrid
 from kalshiflow.market.types import Side
@@ -83,7 +85,10 @@ class ShardState:
         self._channel_of: dict[int, str] = {}  # sid -> channel (this epoch)
         self._book_tickers: dict[int, set[str]] = {}  # orderbook sid -> markets on it
         self._recovery = Recovery()
+        # Markets whose book view changed since the last take: only ever mutated in place, so the
+        # actor's per-frame callback can hold this very set (``changed``) and test it cheaply.
         self._changed: set[str] = set()
+        self.changed = self._changed
         self._rows: dict[str, list[tuple[object, ...]]] = {}
         self._deltas: list[tuple[object, ...]] = []
         self._new_buffers()
@@ -454,15 +459,20 @@ class ShardState:
         """(get_snapshot requests, resyncs) so far."""
         return self._recovery.snapshot_requests, self._recovery.resyncs
 
-    def take_tops(self) -> dict[str, BookTop]:
-        """Top of book of every market changed since the last call."""
-        out = {}
-        for ticker in self._changed:
-            m = self._markets.get(ticker)
-            if m is not None and m.active:
-                out[ticker] = m.top(self.epoch)
+    def take_changed(self) -> list[str]:
+        """The markets changed since the last take (their views are built when sent: :meth:`view`)."""
+        out = list(self._changed)
         self._changed.clear()
         return out
+
+    def view(self, ticker: str) -> BookTop | None:
+        """The market's book view now (top + best levels); None for a market not collected."""
+        m = self._markets.get(ticker)
+        return market_view(m, self.epoch) if m is not None and m.active else None
+
+    def take_tops(self) -> dict[str, BookTop]:
+        """Book view of every market changed since the last call."""
+        return {t: v for t in self.take_changed() if (v := self.view(t)) is not None}
 
     def sequencer_counts(self) -> dict[str, int]:
         return self._seq.summary()

@@ -325,6 +325,80 @@ class MatchingEngine:
             debt.pop(price, None)
         return OrderResult(fills=tuple(fills), deltas=tuple(deltas), makers=tuple(makers))
 
+    # Lean replay (the RL env replays every recorded event): the same state changes as
+    # add_liquidity / remove_liquidity whenever no fill can happen, without building results.
+    # They return False, changing nothing, where a fill is possible: use the full methods then.
+
+    def replay_add(self, li: int, price: int, qty: int) -> bool:
+        """``add_liquidity(side li, price, qty)`` when it does not cross; False if it would."""
+        opp = self.book.best_bid(_SIDES[1 - li])
+        if opp is not None and opp + price >= S:
+            return False
+        if qty <= 0:
+            raise ValueError(f"bad liquidity {_SIDES[li]} {qty} @ {price}")
+        self.book.apply_delta(_SIDES[li], price, qty)  # raises (changing nothing) off the grid
+        queues = self._queues[li]
+        dq = queues.get(price)
+        if dq is None:
+            dq = queues[price] = deque()
+        if dq and dq[-1].order_id is None:
+            dq[-1].remaining += qty
+        else:
+            dq.append(RestingOrder(li, price, qty))
+        return True
+
+    def replay_remove(self, li: int, price: int, qty: int, traded: bool) -> bool:
+        """``remove_liquidity(side li, price, qty, traded=traded)`` when it cannot fill an owned
+        order (a cancel, or a trade at a level without one); False otherwise."""
+        if qty <= 0:
+            raise ValueError(f"bad liquidity removal {_SIDES[li]} {qty} @ {price}")
+        dq = self._queues[li].get(price)
+        if traded and dq:
+            for m in dq:
+                if m.order_id is not None:
+                    return False
+        debt = self._debt[li]
+        owed = debt.get(price, 0)
+        if traded and owed:
+            paid = owed if owed < qty else qty
+            qty -= paid
+            owed -= paid
+        if dq and qty:
+            removed = 0
+            if traded:  # crowd only: consume from the front
+                while dq and qty:
+                    m = dq[0]
+                    n = qty if qty < m.remaining else m.remaining
+                    m.remaining -= n
+                    qty -= n
+                    removed += n
+                    if not m.remaining:
+                        dq.popleft()
+            else:  # crowd leaves from the back, owned orders stay
+                for i in range(len(dq) - 1, -1, -1):
+                    m = dq[i]
+                    if m.order_id is not None:
+                        continue
+                    n = qty if qty < m.remaining else m.remaining
+                    m.remaining -= n
+                    qty -= n
+                    removed += n
+                    if not m.remaining:
+                        del dq[i]
+                    if not qty:
+                        break
+            if removed:
+                self.book.apply_delta(_SIDES[li], price, -removed)
+            if not dq:
+                del self._queues[li][price]
+        if not traded and owed and qty:
+            owed -= owed if owed < qty else qty
+        if owed:
+            debt[price] = owed
+        else:
+            debt.pop(price, None)
+        return True
+
     def _trade_front(self, side: Side, li: int, price: int, dq: deque[RestingOrder], qty: int,
                      fills: list[Fill], deltas: list[BookDelta], makers: list[OrderState]) -> int:
         yes_price = price if li == 0 else S - price

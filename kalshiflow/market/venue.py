@@ -176,7 +176,7 @@ class Venue:
         self._forget_makers(res.makers, touched)
         for o in touched:
             self._update_reserve(o, mkt)
-        return msgspec.structs.replace(res, fills=fills)
+        return msgspec.structs.replace(res, fills=fills) if fills else res
 
     def cancel(self, owner: str, order_id: str) -> CancelResult:
         return self.decrease(owner, order_id, reduce_to=0)
@@ -207,7 +207,9 @@ class Venue:
         for t in [ticker] if ticker is not None else list(self.markets):
             mkt = self.markets.get(t)
             if mkt is not None:
-                out += [self.cancel(owner, o.order_id) for o in mkt.engine.open_orders(owner)]
+                # resting(): a snapshot of the live orders (no OrderState built just for the ids)
+                ids = [o.order_id for o in mkt.engine.resting(owner)]
+                out += [self.cancel(owner, oid) for oid in ids]  # type: ignore[arg-type]
         return out
 
     # ------------------------------------------------------------------ replay liquidity
@@ -299,6 +301,8 @@ class Venue:
 
     def _book_fills(self, mkt: Market, fills: tuple[Fill, ...]) -> tuple[Fill, ...]:
         """Charge fees and update both parties' portfolios; return fills with fees/positions."""
+        if not fills:
+            return fills
         out = []
         ticker = mkt.ticker
         for f in fills:

@@ -34,7 +34,7 @@ from kalshiflow.exchange.replay import (
 from kalshiflow.exchange.replay.replayer import _MarketCursor
 from kalshiflow.market.book import OrderBook
 from kalshiflow.market.fees import FeeSchedule
-from kalshiflow.market.prices import PriceGrid, grid_by_name
+from kalshiflow.market.prices import PRICE_SCALE, PriceGrid, grid_by_name
 from kalshiflow.market.types import Side
 from kalshiflow.rl.features import (
     EMPTY_TOP,
@@ -55,6 +55,7 @@ ROW_BLOCK = 1024  # precomputed market-feature rows per block
 # Event kinds of a compiled market (a = side index 0 YES / 1 NO for book events).
 K_ADD, K_REMOVE, K_TRADE, K_SNAPSHOT, K_GAP, K_CLOSE = range(6)
 _SIDES = (Side.YES, Side.NO)
+_BOOK_KINDS = (K_ADD, K_REMOVE, K_SNAPSHOT)
 
 
 class CompiledMarket:
@@ -64,7 +65,8 @@ class CompiledMarket:
     or yes_price for trades, or snapshot index), ``c[i]`` (added / traded / trade count Qty),
     ``d[i]`` (cancelled Qty of a removal; taker side index of a trade). State arrays have n+1
     entries: index i = after the first i events (``top``, ``valid``, ``last_ts``, ``hlen``/``tlen``
-    = lengths of the history/trade logs ``hts``/``hmid``/``tts``/``tsigned``/``tabs``).
+    = lengths of the history/trade logs ``hts``/``hmid``/``tts``/``tsigned``/``tabs``, ``nbook`` =
+    book changes so far).
     """
 
     def __init__(self, info: MarketInfo, grid: PriceGrid, fees: FeeSchedule) -> None:
@@ -77,11 +79,13 @@ class CompiledMarket:
         self.c: list[int] = []
         self.d: list[int] = []
         self.snaps: list[tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]] = []
+        self.snap_at: list[int] = []  # event index of every snapshot
         self.top: list[tuple[int, ...]] = [EMPTY_TOP]
         self.valid: list[bool] = [False]
         self.last_ts: list[float | None] = [None]
         self.hlen: list[int] = [0]
         self.tlen: list[int] = [0]
+        self.nbook: list[int] = [0]  # book changes (add / remove / snapshot) among the first i events
         self.hts: list[float] = []
         self.hmid: list[int] = []
         self.tts: list[float] = []
@@ -93,6 +97,9 @@ class CompiledMarket:
         self.start_ts = 0.0  # first snapshot: the book is known from here
         self.end_ts = 0.0  # data ends (the close, or the last event, or a static book's horizon)
         self._rows: dict[tuple[float, int], np.ndarray] = {}
+        self._crossed: bool | None = None
+        # The env's order requests by (action table, action, yes bid, no bid) (rl.sim).
+        self.requests: dict[tuple[object, int, int, int], object] = {}
 
     @property
     def n(self) -> int:
@@ -114,8 +121,23 @@ class CompiledMarket:
         self.last_ts.append(fs.last_book_ts)
         self.hlen.append(len(fs.hts))
         self.tlen.append(len(fs.tts))
+        self.nbook.append(self.nbook[-1] + (self.kind[-1] in _BOOK_KINDS))
         if len(self.ts) % CHECKPOINT_EVERY == 0:
             self.checkpoints.append((tuple(feed.book.levels(Side.YES)), tuple(feed.book.levels(Side.NO))))
+
+    def next_snapshot(self, i: int) -> int:
+        """Index of the first snapshot event at or after event i (n if none)."""
+        k = bisect_right(self.snap_at, i - 1)
+        return self.snap_at[k] if k < len(self.snap_at) else self.n
+
+    @property
+    def ever_crossed(self) -> bool:
+        """The recorded book is crossed or locked after some event (best YES + best NO bid >= $1):
+        there the matching engine trades crowd against crowd, so it never equals the recording."""
+        crossed = self._crossed
+        if crossed is None:
+            crossed = self._crossed = any(t[0] and t[1] and t[0] + t[1] >= PRICE_SCALE for t in self.top)
+        return crossed
 
     @property
     def feature_close_time(self) -> float:
@@ -275,6 +297,7 @@ def compile_stream(stream: RecordedMarketStream, *, trade_window_s: float = 1.0,
             m._emit(ts, K_TRADE, 0 if ev.taker_side is Side.YES else 1, ev.yes_price, ev.count, 0)  # type: ignore[union-attr]
         elif kind is RecSnapshot:
             m.snaps.append((tuple(ev.yes), tuple(ev.no)))  # type: ignore[union-attr]
+            m.snap_at.append(len(m.ts))
             m._emit(ts, K_SNAPSHOT, 0, len(m.snaps) - 1, 0, 0)
             if not m.start_ts:
                 m.start_ts = ts

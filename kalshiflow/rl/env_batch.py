@@ -77,12 +77,16 @@ class KalshiVectorEnv(VectorEnv[Any, Any, Any]):
         return self._obs(), self._info([False] * n, [0] * n)
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        acts = np.asarray(actions).reshape(self.num_envs).tolist()
         n = self.num_envs
+        raw = np.asarray(actions).reshape(n)
+        # Masked (or out-of-range) actions are holds: checked for the whole batch at once.
+        inside = (raw >= 0) & (raw < self._mask.shape[1])
+        allowed = inside & (self._mask[np.arange(n), np.where(inside, raw, 0)] > 0)
+        acts = np.where(allowed, raw, 0).tolist()
+        invalid = (~allowed).tolist()
         rewards = [0.0] * n
         terminated = [False] * n
         truncated = [False] * n
-        invalid = [False] * n
         rejected = [0] * n
         value = self._value
         mask, features, sims, needs = self._mask, self._features, self._sims, self._needs_reset
@@ -90,18 +94,19 @@ class KalshiVectorEnv(VectorEnv[Any, Any, Any]):
         for i in range(n):
             if needs[i]:
                 self._reset_one(i, None)
-                needs[i] = False
+                needs[i] = invalid[i] = False  # this step's action is ignored, never "invalid"
                 rows[i] = features[i, :N_MARKET_FEATURES].copy()
                 continue
             sim = sims[i]
             assert sim is not None
             a = acts[i]
-            if not (0 <= a < mask.shape[1] and mask[i, a]):
-                invalid[i] = True
-                a = 0
-            res = sim.step(a, self._res[i])
-            rows[i] = sim.market_row()
-            sim.observe_into(features, mask, i, market=False)
+            if not a and sim.fs is None:  # idle on the precomputed path: the lean step
+                res = self._res[i]
+                rows[i] = sim.idle_step_into(res, features, mask, i)
+            else:
+                res = sim.step(a, self._res[i])
+                rows[i] = sim.market_row()
+                sim.observe_into(features, mask, i, market=False)
             value[i] = sim.value
             rewards[i] = res.reward
             rejected[i] = res.rejected

@@ -13,14 +13,8 @@ Stepping (simulated time; decision times t0, t0 + dt, ...):
 At the recorded close the market settles if the recording knows the result ($1/$0 per contract,
 ``terminated``); otherwise the episode ends at the last mark (``truncated``), as at the window end.
 
-Two replay modes with identical results (tests/rl/test_env.py checks step by step):
-- engine: every recorded event goes through ``Venue.add_liquidity``/``remove_liquidity`` and the
-  FeatureState is fed from the engine's book (the agent's orders and impact included);
-- precomputed (``fast_replay``): while the agent has no resting order and owes the recording no
-  volume (engine debt), the engine's book IS the recorded book, so the env skips the engine and
-  reads the state the live path produced for the same events (data.CompiledMarket) — once that
-  has held for MEMORY_S, so no feature still sees the agent's impact or prints (_maybe_idle).
-  The engine is rebuilt from the recorded book when the agent's next order arrives.
+The recording's replay and its modes (engine / stale engine / precomputed) live in
+:class:`kalshiflow.rl.replay.RecordingReplay`, which MarketSim extends.
 """
 
 from __future__ import annotations
@@ -33,34 +27,15 @@ import numpy as np
 
 from kalshiflow.config import ConfigError
 from kalshiflow.market.fees import calculator
-from kalshiflow.market.matching import Fill, OrderRequest, SequentialIds
+from kalshiflow.market.matching import OrderRequest, SequentialIds
 from kalshiflow.market.prices import MONEY_SCALE, Money
-from kalshiflow.market.types import Side
 from kalshiflow.market.venue import Venue
 from kalshiflow.rl.actions import DEFAULT_SIZES, AccountView, CancelAll
-from kalshiflow.rl.data import (
-    K_ADD,
-    K_GAP,
-    K_REMOVE,
-    K_SNAPSHOT,
-    K_TRADE,
-    ROW_BLOCK,
-    CompiledMarket,
-    SyntheticConfig,
-)
-from kalshiflow.rl.features import (
-    MEMORY_S,
-    N_MARKET_FEATURES,
-    FeatureState,
-    Observer,
-    is_tradable,
-    market_features,
-)
+from kalshiflow.rl.data import ROW_BLOCK, CompiledMarket, SyntheticConfig
+from kalshiflow.rl.features import N_MARKET_FEATURES, FeatureState, Observer, is_tradable, market_features
+from kalshiflow.rl.replay import AGENT, RecordingReplay
 
 __all__ = ["AGENT", "EnvConfig", "MarketSim", "StepResult"]
-
-AGENT = "agent"
-_SIDES = (Side.YES, Side.NO)
 
 
 class EnvConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -115,7 +90,7 @@ class StepResult:
         self.rejected = 0  # orders the Venue refused
 
 
-class MarketSim:
+class MarketSim(RecordingReplay):
     """One episode (see the module docstring). ``t0``: the first decision time.
 
     ``step(action)`` advances one decision; ``observe_into(features, mask, row)`` writes the
@@ -146,15 +121,19 @@ class MarketSim:
         self.start_value = Money(cfg.starting_cash * MONEY_SCALE)
         self.pf = self.venue.open_account(AGENT, self.start_value)
         self.calc = calculator(m.fees)
-        self.fs: FeatureState | None = None  # the engine-fed state, while live
-        self.live = False  # the engine replays events; else it is stale and precomputed state rules
+        # The agent's own feature state (its orders, impact and prints in the history), while any
+        # observation can still see them; None: the precomputed recorded state rules.
+        self.fs: FeatureState | None = None
+        self.live = False  # the engine replays events; else it is stale (rebuilt at the next order)
         self._clean_since: float | None = None  # engine seen clean continuously since (see _maybe_idle)
+        self._differs_until = -1
         self.done = self.settled = False
         self.idx = 0
-        self._mask_key: tuple[object, ...] | None = None
-        self._acct_key: tuple[int, ...] | None = None
+        self._mask_key: tuple[object, ...] | None = None  # (acct, yes bid, no bid, tradable) last written
+        self._acct_key: tuple[object, ...] | None = None  # (acct, mark) last written
         self._dest: tuple[np.ndarray, np.ndarray, int] | None = None  # where observe_into last wrote
         self._masks: dict[tuple[object, ...], np.ndarray] = {}  # mask by its inputs (few distinct)
+        self.acct = AccountView(reference_cash=self.start_value)  # replaced by _refresh_account below
         self._advance(t0)
         if not self.fast:
             self._go_live()
@@ -172,9 +151,13 @@ class MarketSim:
         pf = self.pf
         pos = pf.positions.get(self.m.ticker)
         orders = tuple((o.li, o.lprice, o.remaining) for o in self.engine.resting(AGENT)) if self.live else ()
-        self.acct = AccountView(position=pos.qty if pos else 0, cost=pos.cost if pos else 0, cash=pf.cash,
-                                available=pf.cash - pf.reserved, reference_cash=self.start_value,
-                                orders=orders)
+        qty, cost = (pos.qty, pos.cost) if pos else (0, 0)
+        cash, available, acct = pf.cash, pf.cash - pf.reserved, self.acct
+        # Unchanged: keep the object, so observe_into's identity checks skip the rewrite.
+        if (acct.position != qty or acct.cost != cost or acct.cash != cash or acct.available != available
+                or acct.orders != orders):
+            self.acct = AccountView(position=qty, cost=cost, cash=cash, available=available,
+                                    reference_cash=self.start_value, orders=orders)
         self.volume = pos.volume if pos else 0
 
     def _top(self) -> tuple[int, ...]:
@@ -190,12 +173,6 @@ class MarketSim:
             pos = acct.position
             self.mark = self.m.top[self.idx][0 if pos > 0 else 1] if pos else 0
         return self.obs.value(acct, self.mark)
-
-    def _tradable(self) -> bool:
-        fs, m, i = self.fs, self.m, self.idx
-        if fs is not None:
-            return self.obs.tradable(fs, self.now, self.close_time)
-        return is_tradable(m.valid[i], m.last_ts[i], self.now, self.close_time, self.obs.stale_after_s)
 
     def market_row(self) -> np.ndarray:
         """The market part of the observation now: float32 (N_MARKET_FEATURES,)."""
@@ -220,32 +197,43 @@ class MarketSim:
         (float32 arrays, (N, n_features) and (N, n_actions)). The account part and the mask are
         rewritten only when they changed since this sim last wrote the same row (the idle step's
         main saving); ``market=False``: the caller writes ``market_row()`` itself (batched)."""
-        obs, acct = self.obs, self.acct
+        obs, acct, m, i = self.obs, self.acct, self.m, self.idx
         if market:
             features[row, :N_MARKET_FEATURES] = self.market_row()
         dest = self._dest
-        same_dest = dest is not None and dest[0] is features and dest[1] is mask and dest[2] == row
-        if not same_dest:
+        if dest is None or dest[0] is not features or dest[1] is not mask or dest[2] != row:
             self._dest = (features, mask, row)
-        top = self._top()
-        key = (acct.position, acct.cost, acct.available, self.mark, top[0], top[1])
-        if acct.orders or key != self._acct_key or not same_dest:
-            self._acct_key = key
-            features[row, N_MARKET_FEATURES:] = obs.account_features(acct, self.mark, top)
+            self._acct_key = self._mask_key = None  # a new destination: write everything
+        fs = self.fs
+        if fs is None:
+            top = m.top[i]
+            tradable = is_tradable(m.valid[i], m.last_ts[i], self.now, self.close_time, obs.stale_after_s)
+        else:
+            top = fs.top
+            tradable = obs.tradable(fs, self.now, self.close_time)
+        yes_bid, no_bid, mark, orders = top[0], top[1], self.mark, acct.orders
+        # The account part is a function of (acct, mark), and of the top only with orders resting;
+        # acct is replaced (never mutated) when it may have changed, so identity is enough.
+        key = self._acct_key
+        if orders or key is None or key[0] is not acct or key[1] != mark:
+            self._acct_key = (acct, mark)
+            features[row, N_MARKET_FEATURES:] = obs.account_features(acct, mark, top)
         if self.done:
             mask[row] = 0.0
             mask[row, 0] = 1.0
             self._mask_key = None
             return
-        key2 = (top[0], top[1], acct.position, acct.available, acct.orders, self._tradable())
-        if key2 != self._mask_key or not same_dest:  # the mask is a function of exactly these
-            self._mask_key = key2
-            cached = self._masks.get(key2)
+        key2 = self._mask_key
+        if (key2 is None or key2[0] is not acct or key2[1] != yes_bid or key2[2] != no_bid
+                or key2[3] != tradable):  # the mask is a function of exactly these
+            self._mask_key = (acct, yes_bid, no_bid, tradable)
+            ck = (yes_bid, no_bid, acct.position, acct.available, orders, tradable)
+            cached = self._masks.get(ck)
             if cached is None:
                 if len(self._masks) > 512:
                     self._masks.clear()
-                cached = self._masks[key2] = np.asarray(
-                    obs.table.mask(top[0], top[1], acct, tradable=key2[5], grid=self.m.grid, fees=self.calc,
+                cached = self._masks[ck] = np.asarray(
+                    obs.table.mask(yes_bid, no_bid, acct, tradable=tradable, grid=m.grid, fees=self.calc,
                                    max_position=obs.max_qty, max_open_orders=obs.max_open_orders), np.float32)
             mask[row] = cached
 
@@ -254,10 +242,12 @@ class MarketSim:
     def step(self, action: int, result: StepResult | None = None) -> StepResult:
         """Advance one decision interval with ``action`` (assumed allowed by the mask)."""
         res = result if result is not None else StepResult()
-        res.rejected = 0
-        res.terminated = res.truncated = False
         if self.done:
             raise RuntimeError("episode is over: reset first")
+        if not action and self.fs is None:
+            return self._idle_step(res)
+        res.rejected = 0
+        res.terminated = res.truncated = False
         volume = self.volume
         touched = self.live  # the account can change only through the engine
         t = self.now
@@ -267,7 +257,13 @@ class MarketSim:
             t_next = self.t_end
         if action:
             top = self._top()
-            req = self.obs.table.request(action, top[0], top[1], self.m.grid)
+            table, requests = self.obs.table, self.m.requests
+            rkey = (table, action, top[0], top[1])
+            req = requests.get(rkey, False)
+            if req is False:  # immutable, no id: one per (table, action, touch), shared by episodes
+                if len(requests) > 65536:
+                    requests.clear()
+                req = requests[rkey] = table.request(action, top[0], top[1], self.m.grid)
             if req is not None:
                 arrival = min(t + self.latency, t_next)
                 self._advance(arrival)
@@ -285,7 +281,7 @@ class MarketSim:
                 res.truncated = True
         elif t_next >= self.t_end:
             self.done = res.truncated = True
-        if self.live:
+        if self.fs is not None:
             self._maybe_idle()
         if touched:
             self._refresh_account()
@@ -295,25 +291,69 @@ class MarketSim:
         res.traded = self.volume - volume
         return res
 
-    def _maybe_idle(self) -> None:
-        """Return to the precomputed path once the engine-fed state equals the recording's for
-        every future observation: no resting order and no volume owed to the recording (then the
-        engine's book IS the recorded book), for MEMORY_S since first seen so (the mid history and
-        trade window no longer reach the agent's impact and prints), and the last book change is
-        a recorded one (book_age)."""
-        if not self.fast or self.settled:
-            return
-        engine = self.engine
-        debt = engine._debt  # read-only peek: an engine without debt holds exactly the recording
-        if debt[0] or debt[1] or any(True for _ in engine.resting(AGENT)):
-            self._clean_since = None
-            return
-        if self._clean_since is None:
-            self._clean_since = self.now
-        fs = self.fs
-        if (self.now - self._clean_since >= MEMORY_S and fs is not None
-                and fs.last_book_ts == self.m.last_ts[self.idx]):
-            self.live, self.fs = False, None
+    def _idle_step(self, res: StepResult) -> StepResult:
+        """``step(0)`` on the precomputed path (engine stale, no own state): only the clock, the
+        event index and the mark move; the account changes only if the market settles."""
+        res.rejected = 0
+        res.terminated = res.truncated = False
+        m = self.m
+        self.j += 1
+        t_next = self.base + self.j * self.dt
+        if t_next > self.t_end:
+            t_next = self.t_end
+        i = self.idx = bisect_right(m.ts, t_next, self.idx, m.close_idx)
+        self.now = t_next
+        acct, volume = self.acct, self.volume
+        if self.closes and i == m.close_idx and t_next >= m.ts[i]:  # reached the recorded close
+            self.done = True
+            if m.result is not None:
+                self.venue.settle_market(m.ticker, m.result)
+                self.settled = res.terminated = True
+                self._refresh_account()
+                acct = self.acct
+            else:
+                res.truncated = True
+        elif t_next >= self.t_end:
+            self.done = res.truncated = True
+        pos = acct.position
+        mark = self.mark = m.top[i][0 if pos > 0 else 1] if pos else 0
+        value = self.obs.value(acct, mark)
+        res.reward = (value - self.value) / MONEY_SCALE * self.cfg.reward_scale
+        self.value = value
+        res.traded = self.volume - volume
+        return res
+
+    def idle_step_into(self, res: StepResult, features: np.ndarray, mask: np.ndarray,
+                       row: int) -> np.ndarray:
+        """``step(0)`` + ``market_row()`` + ``observe_into(features, mask, row, market=False)``
+        for a sim on the precomputed path (``fs is None``): the vector env's idle step, with the
+        common case (on the grid, the episode goes on, nothing the account part or the mask reads
+        has changed) done inline. Returns the market row."""
+        self._idle_step(res)
+        if self.done:
+            self.observe_into(features, mask, row, market=False)
+            return self.market_row()
+        k = self.k0 + self.j
+        r = k - self._block_k
+        block = self._block
+        m, dest = self.m, self._dest
+        if (block is None or not 0 <= r < len(block) or k >= self.k_len or self.k0 < 0
+                or dest is None or dest[0] is not features or dest[1] is not mask or dest[2] != row
+                or self.now != self.base + self.j * self.dt):
+            self.observe_into(features, mask, row, market=False)
+            return self.market_row()
+        i = self.idx
+        top, acct, mark = m.top[i], self.acct, self.mark
+        key = self._acct_key
+        if key is None or key[0] is not acct or key[1] != mark or acct.orders:
+            self.observe_into(features, mask, row, market=False)
+            return block[r]
+        key2 = self._mask_key
+        if (key2 is None or key2[0] is not acct or key2[1] != top[0] or key2[2] != top[1]
+                or key2[3] != is_tradable(m.valid[i], m.last_ts[i], self.now, self.close_time,
+                                          self.obs.stale_after_s)):
+            self.observe_into(features, mask, row, market=False)
+        return block[r]
 
     def _execute(self, req: OrderRequest | CancelAll, res: StepResult) -> None:
         self._go_live()
@@ -330,84 +370,6 @@ class MarketSim:
         self._prints(out.fills, now)
         if out.deltas:
             fs.on_book(now, self.engine.book)
-
-    def _prints(self, fills: tuple[Fill, ...], ts: float) -> None:
-        """Trades the recording does not contain (the agent took, or a crowd add crossed the
-        agent) go on the public tape the features read, as they would live."""
-        fs = self.fs
-        assert fs is not None
-        for f in fills:
-            fs.on_trade(ts, f.yes_price, f.count, f.taker_outcome_side)
-
-    def _go_live(self) -> None:
-        """Rebuild the engine's crowd from the recorded book at ``idx`` and restore the live-path
-        feature state there (precomputed -> engine replay)."""
-        if self.live:
-            return
-        self.live = True
-        venue, tk, engine = self.venue, self.m.ticker, self.engine
-        engine.close()  # drops the stale crowd and its debt; the agent has no resting order
-        book = self.m.book_at(self.idx)
-        for side in _SIDES:
-            for price, size in book.levels(side):
-                venue.add_liquidity(tk, side, price, size)
-        self.fs = self.m.state_at(self.idx, self.now)
-        self.fs.attach(engine.book)
-
-    def _advance(self, t: float) -> None:
-        """Apply recorded events with ts <= t (stopping before the close event)."""
-        m = self.m
-        i = self.idx
-        j = bisect_right(m.ts, t, i, m.close_idx)
-        if j > i:
-            if self.live:
-                self._replay(i, j)
-            self.idx = j
-        if self.closes and j == m.close_idx and t >= m.ts[j]:
-            self.done = True
-
-    def _replay(self, i: int, j: int) -> None:
-        """The engine path: events i..j-1 through the Venue, the FeatureState fed from its book."""
-        m, venue, tk, fs = self.m, self.venue, self.m.ticker, self.fs
-        assert fs is not None
-        book = self.engine.book
-        kinds, ts_, a_, b_, c_, d_ = m.kind, m.ts, m.a, m.b, m.c, m.d
-        for k in range(i, j):
-            kind, ts = kinds[k], ts_[k]
-            self.now = ts
-            if kind == K_ADD:
-                out = venue.add_liquidity(tk, _SIDES[a_[k]], b_[k], c_[k])
-                if out.fills:
-                    self._prints(out.fills, ts)
-                fs.on_book(ts, book)
-            elif kind == K_REMOVE:
-                side, price = _SIDES[a_[k]], b_[k]
-                if c_[k]:
-                    venue.remove_liquidity(tk, side, price, c_[k], traded=True)
-                if d_[k]:
-                    venue.remove_liquidity(tk, side, price, d_[k], traded=False)
-                fs.on_book(ts, book)
-            elif kind == K_TRADE:
-                fs.on_trade(ts, b_[k], c_[k], _SIDES[a_[k]])
-            elif kind == K_SNAPSHOT:
-                self._resync(m.snaps[b_[k]])
-                fs.on_snapshot(ts, book)
-            elif kind == K_GAP:
-                fs.on_gap(ts)
-
-    def _resync(self, snap: tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]) -> None:
-        """Crowd volume := snapshot - debt at every level (the replayer's rule; agent orders kept)."""
-        engine, venue, tk = self.engine, self.venue, self.m.ticker
-        for side, levels in zip(_SIDES, snap, strict=True):
-            target = dict(levels)
-            current = {p for p, _ in engine.book.levels(side)}
-            for price in sorted(set(target) | current):
-                crowd = sum(q for oid, q in engine.queue(side, price) if oid is None)
-                want = max(0, target.get(price, 0) - engine.debt(side, price))
-                if want > crowd:
-                    venue.add_liquidity(tk, side, price, want - crowd)
-                elif want < crowd:
-                    venue.remove_liquidity(tk, side, price, crowd - want, traded=False)
 
     # ------------------------------------------------------------------ info
 

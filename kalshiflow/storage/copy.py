@@ -12,11 +12,17 @@ per batch: creating and dropping a temp table per batch churns the system catalo
 Rows are moved in natural-key order so that two writers inserting overlapping batches take row
 locks in the same order and cannot deadlock (e.g. a spill replay racing the live writer).
 
-Fast path: a live batch is almost always entirely new, and a plain INSERT ... SELECT is ~20-25 %
-cheaper than ON CONFLICT's speculative insertion (measured on book_deltas, 10k-row batches). So
-the plain INSERT runs first inside a savepoint; a unique violation (a retried, replayed or
-overlapping batch) rolls back just that savepoint and the ON CONFLICT DO NOTHING form runs on the
-same staged rows. Either way the batch commits exactly once and duplicates are skipped.
+Fast path: a live batch is almost always entirely new. So (for plain inserts, not upserts) the
+rows are first COPYed straight into the table inside a savepoint: no staging heap, no second scan,
+no sort, about half of PostgreSQL's CPU per row. A unique violation (a retried, replayed or
+overlapping batch, or a key twice in the batch) rolls back just that savepoint and the staging
+path runs, where a plain INSERT ... SELECT is tried first (~20-25 % cheaper than ON CONFLICT's
+speculative insertion) and the ON CONFLICT DO NOTHING form follows on a conflict. Either way the
+batch commits exactly once and duplicates are skipped. The direct COPY takes row locks in batch
+order, not key order: two writers racing with the same rows in different orders (a spill replay
+against a live write; live collectors never share keys) can deadlock, which PostgreSQL breaks
+by failing one of them (SQLSTATE 40P01), a failure the WriteQueue retries; the retry then meets
+the committed rows and takes the ordered staging path.
 """
 
 from __future__ import annotations
@@ -144,6 +150,13 @@ async def copy_insert(
     if not records:
         return 0
     sql = build_statements(table, columns, key, update)
+    if sql.fast_insert is not None:
+        try:
+            async with conn.transaction():  # a savepoint when nested: a conflict undoes only this
+                await conn.copy_records_to_table(table, records=records, columns=list(columns), timeout=timeout)
+            return len(records)
+        except asyncpg.UniqueViolationError:
+            pass  # some rows exist already (or repeat in the batch): the idempotent path below
     nested = conn.is_in_transaction()
     async with conn.transaction():
         await conn.execute(sql.create)

@@ -34,7 +34,7 @@ import numpy as np
 
 from kalshiflow.market.types import TimeInForce
 from kalshiflow.rl.actions import DEFAULT_SIZES, AccountView, ActionKind, ActionTable, CancelAll
-from kalshiflow.rl.features import Observer
+from kalshiflow.rl.features import DEPTH_LEVELS, Observer
 from kalshiflow.trading import PortfolioView
 from kalshiflow.trading.feed import BookUpdate, Levels, MarketFeed, MarketMeta
 from kalshiflow.trading.orders import CancelOrder, ClientOrderIds, OrderCommand, OrderTracker, PlaceOrder
@@ -162,8 +162,15 @@ class DecisionEngine:
         return gone
 
     def shallow(self, tickers: Iterable[str]) -> list[str]:
-        """Of these markets, those whose book holds only the top level (depth to fetch)."""
-        return [t for t in tickers if not self.feeds[t].depth_complete and self.feeds[t].state.valid]
+        """Of these markets, those whose valid book is not known as deep as the observation reads
+        (DEPTH_LEVELS a side; the mark behind own orders reads two at most): the ladders to fetch
+        from the collector before observing them. Collectors send that many with every update."""
+        feeds = self.feeds
+        return [t for t in tickers if (f := feeds.get(t)) is not None and f.depth < DEPTH_LEVELS and f.state.valid]
+
+    def present(self, tickers: Iterable[str]) -> list[str]:
+        """Those still traded: a cycle that awaited (ladders, the policy) may find a market retired."""
+        return [t for t in tickers if t in self.feeds]
 
     def deepen(self, ladders: dict[str, tuple[Levels, Levels]]) -> None:
         for t, (yes, no) in ladders.items():
@@ -270,7 +277,9 @@ class DecisionEngine:
             cancels = self.tracker.cancel(c.ticker, reason="policy cancel_all")
             return Outcome(record=record("cancel", f"{len(cancels)} orders", spec.name),
                            commands=tuple(cancels))
-        feed = self.feeds[c.ticker]
+        feed = self.feeds.get(c.ticker)
+        if feed is None:  # retired while the policy was asked (closed, nothing of ours open)
+            return Outcome(record=record("hold", "market retired", spec.name))
         req = table.request(action, c.yes_bid, c.no_bid, feed.grid)
         if req is None or isinstance(req, CancelAll):
             return Outcome(record=record("hold", "unpriceable", spec.name))

@@ -9,12 +9,14 @@ timestamp rule (exchange time when the frame carries one, else receive time; cla
 non-decreasing per market, as ``compile_stream`` does). Same events in -> same observations out
 (prior-system-lessons §8.3; tests/trading/test_decision.py replays one stream through both).
 
-What the collectors send is coalesced (at most one update per market per batch interval): a mid
-that moved twice inside one interval is seen once, with the later timestamp. The features read
-the mid history at look-backs of 10 s and more, so this only matters when a look-back lands
-inside such an interval; docs/trading.md quantifies it. Depth comes with the update when the
-collector sends it, else the trader asks the collector for the ladders (``levels``); a feed
-without either falls back to the top level alone and says so (``depth_complete``).
+What the collectors send is coalesced (one update per market per receive burst, and per call
+in flight to the trader): a mid that moved twice inside one burst is seen once, with the later
+timestamp. The features read the mid history at look-backs of 10 s and more, so this only
+matters when a look-back lands inside such a burst; docs/trading.md says more. Depth comes with
+the update: the collector sends the best ``BookTop.depth`` levels a side (the observation's
+DEPTH_LEVELS), and the feed records how deep its book is known (``depth``); only for an update
+without levels does the trader ask the collector for the whole ladders (``deepen``), and a feed
+left with the top alone says so.
 
 Pure: no Ray, no clock of its own (:class:`FeedClock` is fed wall times by the caller).
 """
@@ -22,6 +24,7 @@ Pure: no Ray, no clock of its own (:class:`FeedClock` is fed wall times by the c
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 import msgspec
@@ -33,14 +36,15 @@ from kalshiflow.market.fees import FeeCalculator, FeeSchedule, calculator
 from kalshiflow.market.prices import GRIDS, LINEAR_CENT, PRICE_SCALE, PriceGrid, PriceRange
 from kalshiflow.protocol import rest_models as rm
 from kalshiflow.rl.compiled import StreamFeed
-from kalshiflow.rl.features import FeatureState
+from kalshiflow.rl.features import DEPTH_LEVELS, FeatureState
 
 __all__ = [
-    "BookUpdate", "FeedClock", "Levels", "MarketFeed", "MarketMeta", "as_levels", "event_ts", "from_top",
-    "parse_close_time",
+    "FULL_DEPTH", "BookUpdate", "FeedClock", "Levels", "MarketFeed", "MarketMeta", "as_levels", "event_ts",
+    "from_top", "parse_close_time",
 ]
 
 Levels = tuple[tuple[int, int], ...]  # (ladder price ticks, size Qty)
+FULL_DEPTH = sys.maxsize  # MarketFeed.depth of a book fed whole ladders
 
 
 def event_ts(received_ts_ns: int, exchange_ts_ms: int | None) -> float:
@@ -83,8 +87,10 @@ class MarketMeta(msgspec.Struct, frozen=True, kw_only=True):
 
 class BookUpdate(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One market's book as the trader feeds it: the collector's top-of-book message plus, when
-    known, the full ladders (bids per side, own-leg ticks) and the public trades since the last
-    update. ``received_ns``: when the collector received the frame (latency accounting)."""
+    known, the ladders (bids per side, own-leg ticks) and the public trades since the last
+    update. ``depth``: the ladders are each side's best ``depth`` levels (a side with fewer is
+    complete); None: whole ladders. ``received_ns``: when the collector received the frame
+    (latency accounting)."""
 
     ticker: str
     epoch: int
@@ -98,6 +104,7 @@ class BookUpdate(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     yes_ask_size: int = 0
     yes: Levels | None = None
     no: Levels | None = None
+    depth: int | None = None
     trades: tuple[RecTrade, ...] = ()
     book_changed: bool = True  # False: only trades to add (the book is as last sent)
 
@@ -113,7 +120,7 @@ class MarketFeed:
     """One market's live observation state (see the module docstring)."""
 
     __slots__ = ("meta", "grid", "fees", "stream", "last_ts", "last_key", "updates", "stale_updates",
-                 "depth_complete", "book_errors", "last_received_ns", "trades")
+                 "depth", "book_errors", "last_received_ns", "trades")
 
     def __init__(self, meta: MarketMeta) -> None:
         self.meta = meta
@@ -125,7 +132,8 @@ class MarketFeed:
         self.updates = 0
         self.stale_updates = 0
         self.book_errors = 0
-        self.depth_complete = True
+        # The book holds each side's best ``depth`` levels exactly (deeper ones may be missing).
+        self.depth = FULL_DEPTH
         self.last_received_ns = 0
         self.trades = 0  # public trades fed (0 live while the collectors publish none: see docs)
 
@@ -136,6 +144,11 @@ class MarketFeed:
     @property
     def book(self) -> OrderBook:
         return self.stream.book
+
+    @property
+    def depth_complete(self) -> bool:
+        """The book is as deep as the observation reads (DEPTH_LEVELS a side)."""
+        return self.depth >= DEPTH_LEVELS
 
     @property
     def seen(self) -> bool:
@@ -168,10 +181,10 @@ class MarketFeed:
             return True  # a trade is not a book change: book age and mid history stay as they are
         if u.yes is not None and u.no is not None:
             yes, no = u.yes, u.no
-            self.depth_complete = True
+            self.depth = FULL_DEPTH if u.depth is None else u.depth
         else:
             yes, no = u.top_levels()
-            self.depth_complete = False
+            self.depth = 1
         try:
             stream.on_event(RecSnapshot(seq=u.seq, ts=ts, yes=yes, no=no))
         except ValueError:  # a ladder off this market's grid: treat like a gap, never trade on it
@@ -191,7 +204,7 @@ class MarketFeed:
         except ValueError:
             self.book_errors += 1
             return False
-        self.depth_complete = True
+        self.depth = FULL_DEPTH
         return True
 
 
@@ -231,9 +244,17 @@ def as_levels(levels: Sequence[tuple[int, int]]) -> Levels:
 
 def from_top(top: BookTop, levels: tuple[Sequence[tuple[int, int]], Sequence[tuple[int, int]]] | None = None
              ) -> BookUpdate:
-    """A collector's ``BookTop`` (+ the market's ladders when known) as a feed update."""
-    yes, no = (as_levels(levels[0]), as_levels(levels[1])) if levels is not None else (None, None)
+    """A collector's ``BookTop`` as a feed update: with the whole ladders when given (``levels``),
+    else with the best levels the message carries, else the top alone."""
+    depth: int | None = None
+    if levels is not None:
+        yes, no = as_levels(levels[0]), as_levels(levels[1])
+    elif top.depth > 0 and top.valid:
+        # Already immutable (price, size) pairs, best first: apply_snapshot takes any order.
+        yes, no, depth = top.yes_bids, top.no_bids, top.depth
+    else:
+        yes = no = None
     return BookUpdate(ticker=top.ticker, epoch=top.epoch, seq=top.seq, valid=top.valid,
                       ts=event_ts(top.received_ts_ns, top.exchange_ts_ms), received_ns=top.received_ts_ns,
                       yes_bid=top.yes_bid, yes_bid_size=top.yes_bid_size, yes_ask=top.yes_ask,
-                      yes_ask_size=top.yes_ask_size, yes=yes, no=no)
+                      yes_ask_size=top.yes_ask_size, yes=yes, no=no, depth=depth)

@@ -36,7 +36,7 @@ from kalshiflow.secrets import Credentials, Secret, kalshi_credentials
 from kalshiflow.serving.messages import PolicyServerConfig
 from kalshiflow.trading.spec import TraderSpec
 
-__all__ = ["PaperTrading", "check_order_placement", "paper_trading", "policy_config"]
+__all__ = ["PaperTrading", "check_cadence", "check_order_placement", "paper_trading", "policy_config"]
 
 log = logging.getLogger("kalshiflow.paper")
 
@@ -44,6 +44,29 @@ log = logging.getLogger("kalshiflow.paper")
 def check_order_placement(config: AppConfig, endpoints: Endpoints) -> None:
     """The startup check: raises OrderPlacementRefused for production without explicit opt-in."""
     assert_order_placement_allowed(config.exchange, endpoints)
+
+
+def check_cadence(config: AppConfig, models_dir: str) -> None:
+    """Refuse a Trader that would decide at another cadence than the served model trained at.
+
+    The policy learned what one action does over ``decision_interval_s`` of exchange time;
+    deciding every second with a model trained at five sends five times the orders it learned to
+    send (the prior system's train/live skew, prior-system-lessons §4.3). No current model: the
+    PolicyServer holds until one is promoted, and hot reloads are checked by schema only.
+    """
+    from kalshiflow.config import ConfigError
+    from kalshiflow.rl.registry import Registry
+    from kalshiflow.rl.sim import EnvConfig
+
+    registry = Registry(models_dir or None)
+    current = registry.current()
+    if current is None:
+        return
+    trained = float(registry.manifest(current).env.get("decision_interval_s", EnvConfig().decision_interval_s))
+    if abs(trained - config.trader.decision_interval_s) > 1e-9:
+        raise ConfigError(f"trader.decision_interval_s = {config.trader.decision_interval_s} but the current "
+                          f"model {current} trained at {trained} s per decision: set "
+                          f"trader.decision_interval_s = {trained} (or serve a model trained at that cadence)")
 
 
 def _simulator_keys() -> tuple[Credentials, dict[str, str]]:
@@ -197,6 +220,7 @@ async def paper_trading(
         if credentials is None:
             raise RuntimeError(f"{config.exchange.environment}: set KALSHI_API_KEY_ID and "
                                "KALSHI_PRIVATE_KEY_PATH (the trader signs every order)")
+    check_cadence(config, models_dir)
     if not ray.is_initialized():
         raise RuntimeError("paper_trading needs Ray: call ray.init() (or join a cluster) first")
     namespace = ray.get_runtime_context().namespace

@@ -197,6 +197,11 @@ class RiskGate:
         self._go(ModeEvent.SHUTDOWN, reason)
         return (CancelAll(reason=reason),)
 
+    def latch_loss_stop(self, reason: str) -> None:
+        """HALTED with today's loss stop latched (a restarted Trader restoring its day)."""
+        self.loss_latched = True
+        self._go(ModeEvent.LOSS_STOP, reason)
+
     def connection_lost(self, reason: str = "connection lost") -> tuple[RiskAction, ...]:
         """Cancel every resting order; new orders are refused while ``state.connected`` is False."""
         return (CancelAll(reason=reason),)

@@ -88,7 +88,9 @@ async def test_collection_stores_every_sent_delta_once_and_replays_to_the_exchan
         assert top.valid and top.yes_bid == final[ticker].best_bid("yes")
         assert top.yes_ask == final[ticker].best_ask("yes")
     assert set(tops) == set(live) == set(h.tickers)
-    assert calls <= 3 * (3.0 / 0.05 + 5)  # coalesced: at most one call per interval and collector
+    # Tops go out as soon as books change (publish_interval_ms = 0), one call in flight per
+    # collector: never more calls than changes (the pacing itself: tests/collect/test_shipping.py).
+    assert 0 < calls <= summary.deltas
     assert all(s.messages_per_s > 0 and s.lag_ms_mean is not None for s in stats)
     query = "SELECT status, delta_count, markets FROM collection_sessions WHERE session_id = $1"
     row = await db.fetchrow(query, uuid.UUID(coll.session_id))

@@ -96,6 +96,29 @@ def test_deltas_update_the_book_and_tops() -> None:
     assert s.take_tops() == {}
 
 
+def test_views_carry_the_best_levels_the_observation_reads() -> None:
+    from kalshiflow.collect.tops import PUBLISHED_DEPTH
+    from kalshiflow.rl.features import DEPTH_LEVELS
+
+    assert PUBLISHED_DEPTH == DEPTH_LEVELS
+    s = fresh(A, B)
+    assert sorted(s.take_changed()) == [A, B]  # a new connection: every book invalid, to publish
+    yes = [(3000 + 100 * i, 10 + i) for i in range(8)]  # 8 levels: only the best 5 travel
+    # The touch (3700 x 17) empties: the next five levels travel.
+    feed(s, snap(1, 1, A, yes, [(5000, 700), (4900, 3)]), delta(1, 2, A, Side.YES, 3700, -17))
+    assert s.take_changed() == [A] and s.take_changed() == []
+    v = s.view(A)
+    assert v is not None and v.valid and v.seq == 2 and v.depth == DEPTH_LEVELS
+    assert v.yes_bids == ((3600, 16), (3500, 15), (3400, 14), (3300, 13), (3200, 12))  # best first
+    assert v.no_bids == ((5000, 700), (4900, 3))  # fewer than depth: the whole ladder
+    assert (v.yes_bid, v.yes_bid_size, v.yes_ask, v.yes_ask_size) == (3600, 16, 5000, 700)
+    book = s.book(A)
+    assert book is not None and list(v.yes_bids) == book.depth(Side.YES, DEPTH_LEVELS)
+    invalid = s.view(B)  # no snapshot yet: the top fields only, no levels, never tradable
+    assert invalid is not None and not invalid.valid and invalid.depth == 0 and invalid.yes_bids == ()
+    assert s.view("UNKNOWN") is None
+
+
 def test_gap_invalidates_every_book_on_the_sid_and_recovers_by_snapshot() -> None:
     s = started(A, B)
     s.take_rows()

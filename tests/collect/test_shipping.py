@@ -65,36 +65,78 @@ def top(ticker: str, seq: int) -> BookTop:
 async def test_fanout_coalesces_while_a_call_is_in_flight_and_filters_markets() -> None:
     got: dict[str, list[list[BookTop]]] = {"all": [], "a": []}
     gate = asyncio.Event()
+    current: dict[str, BookTop] = {}
 
     async def send(handle: str, updates: list[BookTop]) -> None:
         got[handle].append(updates)
         if handle == "all":
             await gate.wait()
 
-    fan = Fanout(send)
+    def change(**seqs: int) -> None:
+        current.update({t: top(t, seq) for t, seq in seqs.items()})
+        fan.touch(seqs)
+
+    fan = Fanout(send, current.get)
     fan.add("all", None)
     fan.add("a", ["A"])
-    fan.publish({"A": top("A", 1), "B": top("B", 2)})
+    change(A=1, B=2)  # both idle: sent at once, the views built now
     await asyncio.sleep(0)
-    fan.publish({"A": top("A", 3)})
-    fan.publish({"A": top("A", 4), "B": top("B", 5)})  # "all" is busy: coalesced
+    change(A=3)
+    change(A=4, B=5)  # "all" is busy: marked only; its next call carries the newest views
     await asyncio.sleep(0)
     gate.set()
     await asyncio.sleep(0.01)
-    fan.publish({})
+    fan.touch([])
     await asyncio.sleep(0.01)
     assert [[u.seq for u in call] for call in got["all"]] == [[1, 2], [4, 5]]
     assert [[u.seq for u in call] for call in got["a"]] == [[1], [3], [4]]
+    assert fan.calls == 5
+
+
+async def test_fanout_sends_given_views_until_a_newer_change_and_skips_unknown_markets() -> None:
+    got: list[list[tuple[str, int]]] = []
+    gate = asyncio.Event()
+
+    async def send(handle: str, updates: list[BookTop]) -> None:
+        got.append([(u.ticker, u.seq) for u in updates])
+        await gate.wait()
+
+    current = {"A": top("A", 7)}
+    fan = Fanout(send, current.get)
+    fan.add("s", None)
+    fan.publish({"A": top("A", 0), "B": top("B", 0)})  # a new subscriber's starting state
+    await asyncio.sleep(0)
+    fan.publish({"A": top("A", 0)})
+    fan.touch(["A", "GONE"])  # A changed after the view was given: the newer one goes; GONE has none
+    gate.set()
+    await asyncio.sleep(0.01)
+    assert got == [[("A", 0), ("B", 0)], [("A", 7)]]
+
+
+async def test_fanout_min_interval_holds_the_next_call_back() -> None:
+    sent: list[int] = []
+
+    async def send(handle: str, updates: list[BookTop]) -> None:
+        sent.append(len(updates))
+
+    fan = Fanout(send, lambda t: top(t, 1), min_interval_s=3600.0)
+    fan.add("s", None)
+    fan.touch(["A"])
+    await asyncio.sleep(0.01)
+    fan.touch(["A", "B"])
+    await asyncio.sleep(0.01)
+    assert sent == [1] and fan.calls == 1  # the second waits out the interval, still marked
+    await fan.close()
 
 
 async def test_fanout_drops_a_subscriber_that_keeps_failing() -> None:
     async def send(handle: str, updates: list[BookTop]) -> None:
         raise RuntimeError("actor died")
 
-    fan = Fanout(send)
+    fan = Fanout(send, lambda t: top(t, 0))
     fan.add("dead", None)
-    for i in range(5):
-        fan.publish({"A": top("A", i)})
+    for _ in range(5):
+        fan.touch(["A"])
         await asyncio.sleep(0)
         await asyncio.sleep(0)
     assert len(fan) == 0 and fan.removed == 1

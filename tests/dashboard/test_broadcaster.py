@@ -254,12 +254,20 @@ async def test_pushed_states_replace_polled_ones_and_bad_pushes_are_refused(syst
 
 async def test_a_crashed_broadcaster_comes_back_on_the_same_port(system: dict[str, Any]) -> None:
     b = system["broadcaster"]
+    old_pid = await b.__ray_call__.remote(lambda self: os.getpid())
     ray.kill(b, no_restart=False)  # as a crash would: Ray rebuilds it from its spec
     deadline = time.monotonic() + 60
     while True:
         try:
+            # ray.kill is asynchronous: the dying process may still answer (and accept a socket)
+            # for a moment, so wait for the new incarnation, not just for an answer.
+            pid = await asyncio.wait_for(b.__ray_call__.remote(lambda self: os.getpid()), 10)
+            assert pid != old_pid
             assert await asyncio.wait_for(b.ready.remote(), 10) == system["url"]
             break
+        except (AssertionError, ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, TimeoutError):
+            assert time.monotonic() < deadline, "the Broadcaster did not come back"
+            await asyncio.sleep(0.2)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, TimeoutError):
             assert time.monotonic() < deadline, "the Broadcaster did not come back"
             await asyncio.sleep(0.5)

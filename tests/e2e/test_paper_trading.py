@@ -16,6 +16,7 @@ each test starts its own exchange, collection, reconciler and trader with ``pape
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import ray
 
@@ -79,7 +81,7 @@ def config(tmp_path: Path, *, markets: int = 4, speed: float = 10.0,
         write_queue=WriteQueueConfig(spill_dir=str(tmp_path / "spill")),
         # 5 exchange seconds per decision and market, as the env trains (0.5 s wall at speed 10).
         trader=TraderConfig(decision_interval_s=5.0, policy_timeout_s=0.5),
-        risk=risk or RiskConfig(max_orders_per_s=50.0),
+        risk=msgspec.structs.replace(risk or RiskConfig(max_orders_per_s=50.0), state_dir=str(tmp_path / "risk")),
     )
 
 
@@ -142,6 +144,21 @@ async def test_trading_reload_refusal_failover_kill_and_reconcile(db_url: str, d
         await asyncio.sleep(1.5)
         s = await stats()
         assert s.risk_mode == "halted" and s.orders_placed == before and s.refusals.get("halted", 0) > 0
+        # A crash does not lift the kill switch: the restarted Trader reads its risk day back.
+        first_life = (await stats()).decisions  # the counters restart with the actor
+        assert await trader.flush.remote(10.0)  # ... and those decisions are stored before it dies
+        ray.kill(trader, no_restart=False)
+
+        async def restarted() -> Any:
+            with contextlib.suppress(Exception):
+                if await trader.ready.remote(5.0):
+                    return await stats()
+            return None
+
+        s = await until(restarted, 60)
+        assert s.risk_mode == "halted" and "e2e kill switch (restored)" in s.risk_reason, s
+        await pt.collection.add_subscriber(trader, list(pt.collection.markets))  # a no-op if still there
+        await reconciler.add_subscriber.remote(trader, "on_fill")
         assert await trader.set_mode.remote("active", "e2e resume") == "active"
 
         # 3. A collector loses its connection (killed; Ray restarts it): the orders resting in its
@@ -210,7 +227,8 @@ async def test_trading_reload_refusal_failover_kill_and_reconcile(db_url: str, d
     # 8. What was stored: every decision, the orders with their decisions, fills, snapshots.
     summary = pt.summary["trader"]
     decisions = await db.fetchval("SELECT count(*) FROM trader_decisions")
-    assert decisions == summary["decisions"] >= final.decisions
+    # Every decision of the restarted Trader, and at least those of its first life flushed before the crash.
+    assert decisions >= summary["decisions"] + first_life and summary["decisions"] >= final.decisions
     versions = {r[0] for r in await db.fetch("SELECT DISTINCT model_version FROM trader_decisions")}
     assert {v1, vj, v2} <= versions
     verdicts = {r[0] for r in await db.fetch("SELECT DISTINCT risk_verdict FROM trader_decisions")}

@@ -86,7 +86,7 @@ def actor_memory() -> dict[str, Any]:
 @pytest.mark.usefixtures("serve_app")
 async def test_soak_simulated_hours_without_a_crash(db_url: str, db: Any, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "models")
-    write_model_version(registry, prefer=CHURN, promote=True)
+    write_model_version(registry, {"decision_interval_s": 30.0}, prefer=CHURN, promote=True)
     cfg = AppConfig(
         simulator=SimulatorConfig(markets=12, speed=SPEED, seed=5),
         collector=CollectorConfig(discover_top_n=8, markets_per_collector=4, status_poll_s=2.0),

@@ -415,3 +415,44 @@ def test_sequential_ids_are_deterministic_uuids() -> None:
     assert ids == [b() for _ in range(3)]
     assert [uuid.UUID(x).int for x in ids] == [(7 << 64) | n for n in (1, 2, 3)]
     assert SequentialIds(8)() != SequentialIds(7)()
+
+
+def _l3(e: MatchingEngine) -> tuple[object, ...]:
+    """Everything replay can change: L2 book, L3 queues (owned ids, remaining), debts."""
+    return (e.book.levels(YES), e.book.levels(NO),
+            [(side, p, e.queue(side, p), e.debt(side, p)) for side in Side for p in range(CENT, S, CENT)])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(op, max_size=40))
+def test_lean_replay_equals_add_and_remove_liquidity(ops: list[tuple]) -> None:  # type: ignore[type-arg]
+    """replay_add / replay_remove (the RL env's replay) change exactly what add_liquidity /
+    remove_liquidity change, and decline (changing nothing) only where a fill is possible."""
+    # A constant clock: the full methods read it (fill timestamps), the lean ones never do.
+    full, lean = (MatchingEngine("MKT", LINEAR_CENT, clock=lambda: 1.0) for _ in range(2))
+    for o in ops:
+        if o[0] == "order":
+            _, owner, side, action, cents, qty, tif, post, stp = o
+            request = OrderRequest(side=side, action=action, count=qty,
+                                   **{"yes_price" if side is YES else "no_price": cents * CENT},
+                                   time_in_force=tif, post_only=post and tif is GTC, self_trade_prevention=stp)
+            assert full.submit(owner, request) == lean.submit(owner, request)
+            continue
+        if o[0] == "cancel":
+            continue
+        li = 0 if o[1] is YES else 1
+        before = _l3(lean)
+        if o[0] == "add":
+            expected = full.add_liquidity(o[1], o[2] * CENT, o[3])
+            handled = lean.replay_add(li, o[2] * CENT, o[3])
+        else:
+            expected = full.remove_liquidity(o[1], o[2] * CENT, o[3], traded=o[4])
+            handled = lean.replay_remove(li, o[2] * CENT, o[3], o[4])
+        if handled:
+            assert not expected.fills
+        else:
+            assert _l3(lean) == before  # declined: untouched, the caller uses the full method
+            got = (lean.add_liquidity(o[1], o[2] * CENT, o[3]) if o[0] == "add"
+                   else lean.remove_liquidity(o[1], o[2] * CENT, o[3], traded=o[4]))
+            assert got == expected
+        assert _l3(lean) == _l3(full)

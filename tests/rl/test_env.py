@@ -289,6 +289,21 @@ def test_invalid_action_is_a_hold(synth_pool: EpisodePool) -> None:
 # ----------------------------------------------------------------------------- vector env
 
 
+def test_vector_env_invalid_actions_are_holds_except_on_the_reset_step(synth_pool: EpisodePool) -> None:
+    cfg = EnvConfig(window_s=10.0, decision_interval_s=5.0)
+    vec = make_vector_env(cfg, 3, synth_pool)
+    names = vec.observer.table.names
+    vec.reset(seed=0)
+    sell = names.index("sell_yes_take_1")  # nothing held: masked
+    _, rew, _, _, info = vec.step(np.array([sell, 0, 99]))  # masked, hold, out of range
+    assert info["invalid_action"].tolist() == [True, False, True] and not rew.any()
+    assert (info["position"] == 0).all()
+    _, _, term, trunc, _ = vec.step(np.zeros(3, np.int64))  # the 10 s window ends
+    assert (term | trunc).all()
+    _, rew, _, _, info = vec.step(np.array([sell, sell, 99]))  # the autoreset step ignores actions
+    assert not info["invalid_action"].any() and not rew.any()
+
+
 def test_vector_env_matches_single_envs(synth_pool: EpisodePool) -> None:
     cfg = EnvConfig(window_s=120.0, decision_interval_s=2.0)
     n = 3

@@ -32,6 +32,14 @@ async def test_large_batch_twice_is_stored_once(db: Database) -> None:
     assert await db.fetchval("SELECT count(*) FROM book_deltas WHERE session_id = $1", session) == 15_000
 
 
+async def test_key_repeated_within_a_batch_is_stored_once(db: Database) -> None:
+    # The direct COPY fails on the repeat; the staging path then stores the batch idempotently.
+    session = uuid.uuid4()
+    rows = delta_rows(1_000, session)
+    assert await db.copy_insert("book_deltas", [*rows[:600], rows[10], *rows[600:]]) == 1_000
+    assert await db.fetchval("SELECT count(*) FROM book_deltas WHERE session_id = $1", session) == 1_000
+
+
 async def test_failed_batch_writes_nothing_and_connection_survives(db: Database, sample_row: Row) -> None:
     good = [sample_row("book_deltas", n) for n in range(5)]
     broken = list(good[2])

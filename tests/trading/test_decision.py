@@ -103,6 +103,47 @@ def collector_updates(stream: InMemoryMarketStream) -> list[BookUpdate]:
     return out
 
 
+def _ms_stream(stream: InMemoryMarketStream) -> InMemoryMarketStream:
+    """The stream with its times on whole milliseconds, as Kalshi's ``ts_ms`` and the recorder
+    have them (a collector's view carries the exchange time in ms)."""
+    return InMemoryMarketStream(stream.market, [msgspec.structs.replace(e, ts=round(e.ts * 1000) / 1000.0)
+                                                for e in stream])
+
+
+def collector_views(stream: InMemoryMarketStream) -> list[BookUpdate]:
+    """What a collector that publishes after every frame sends: its book view (top + the best
+    levels, kalshiflow.collect.tops) after each book frame, invalid after a gap; trades alone."""
+    from kalshiflow.collect.tops import book_view
+
+    info = stream.market
+    book = OrderBook(info.ticker, grid_by_name(info.price_level_structure))
+    closed = False
+    out: list[BookUpdate] = []
+
+    def update(ev: object) -> BookUpdate:
+        ts_ms = round(ev.ts * 1000)  # type: ignore[attr-defined]
+        return from_top(book_view(book, 1, ev.seq, ts_ms * 1_000_000, ts_ms))  # type: ignore[attr-defined]
+
+    for ev in stream:
+        if closed:
+            break
+        if isinstance(ev, RecSnapshot):
+            book.apply_snapshot(ev.yes, ev.no)  # clears ``invalid``
+            out.append(update(ev))
+        elif isinstance(ev, RecDelta):
+            if not book.invalid:
+                book.apply_delta(ev.side, ev.price, ev.delta)
+                out.append(update(ev))
+        elif isinstance(ev, RecGap):
+            book.invalidate("gap")
+            out.append(update(ev))
+        elif isinstance(ev, RecTrade):
+            out.append(msgspec.structs.replace(update(ev), trades=(ev,), book_changed=False))
+        elif isinstance(ev, RecStatus) and ev.status in ("closed", "settled"):
+            closed = True
+    return out
+
+
 def make_engine(settings: DecisionSettings | None = None, risk: RiskConfig | None = None,
                 clock: list[float] | None = None) -> DecisionEngine:
     now = clock if clock is not None else [1_000.0]
@@ -138,8 +179,11 @@ def state_for(engine: DecisionEngine, v: PortfolioView, wall: float) -> RiskStat
 # ----------------------------------------------------------------------------- parity
 
 
-def test_live_path_observations_equal_the_env_bit_for_bit() -> None:
-    stream = _stream_with_gap()
+@pytest.mark.parametrize("via", ["ladders", "collector_views"])
+def test_live_path_observations_equal_the_env_bit_for_bit(via: str) -> None:
+    """``ladders``: updates with the whole book; ``collector_views``: the collector's messages as
+    published (the best levels only), turned into updates by ``from_top``."""
+    stream = _stream_with_gap() if via == "ladders" else _ms_stream(_stream_with_gap())
     pool = EpisodePool("mem", "all", streams=[stream])
     market = pool.market(0)
     env = make_env(EnvConfig(decision_interval_s=DT, window_s=10 * 3600.0, episode_start="open"), pool)
@@ -147,7 +191,7 @@ def test_live_path_observations_equal_the_env_bit_for_bit() -> None:
     engine = make_engine()
     engine.add_market(MarketMeta(ticker=stream.market.ticker, grid_name=stream.market.price_level_structure,
                                  close_time=market.feature_close_time))
-    updates = iter(collector_updates(stream))
+    updates = iter(collector_updates(stream) if via == "ladders" else collector_views(stream))
     pending = next(updates, None)
     t, steps, saw = market.start_ts, 0, {"invalid": 0, "flow": 0, "orders": 0}
     flow = engine.observer.table.names  # noqa: F841 - keep the names handy when debugging
@@ -183,6 +227,49 @@ def test_live_path_matches_the_env_with_a_position_and_resting_orders() -> None:
     pos, avg, unreal = c.obs[23:26]
     assert pos == np.float32(20 / 50) and avg == np.float32(0.41)
     assert unreal == np.float32((20 * 0.40 - 8.2) / 50)
+
+
+def test_carried_levels_observe_exactly_like_the_whole_book() -> None:
+    """A collector's view (the best DEPTH_LEVELS a side) gives the features, mask and mark the
+    whole book gives, own orders included (the mark behind own orders at the touch reads the
+    next level: never deeper than the view)."""
+    from kalshiflow.collect.tops import book_view
+    from kalshiflow.rl.actions import AccountView
+    from kalshiflow.rl.features import DEPTH_LEVELS
+
+    book = OrderBook(TICKER, grid_by_name("linear_cent"))
+    book.apply_snapshot([((40 - i) * CENT, (i + 1) * 100) for i in range(9)],
+                        [((55 - i) * CENT, 300 + i) for i in range(7)])
+    ts = 1_000.0
+    whole, carried = make_engine(), make_engine()
+    for engine, u in ((whole, BookUpdate(ticker=TICKER, epoch=1, seq=5, valid=True, ts=ts, received_ns=0,
+                                         yes=tuple(book.levels(Side.YES)), no=tuple(book.levels(Side.NO)))),
+                      (carried, from_top(book_view(book, 1, 5, int(ts * 1e9), int(ts * 1000))))):
+        engine.add_market(MarketMeta(ticker=TICKER, close_time=ts + 3_600))
+        assert engine.on_update(u, wall=ts)
+    a, b = whole.feeds[TICKER], carried.feeds[TICKER]
+    assert b.depth == DEPTH_LEVELS < a.depth and b.depth_complete and carried.shallow([TICKER]) == []
+    assert b.book.depth(Side.YES, DEPTH_LEVELS) == a.book.depth(Side.YES, DEPTH_LEVELS)
+    obs = carried.observer
+    touch, below = (0, 40 * CENT, 60), (0, 38 * CENT, 500)
+    cases = {"none": (), "part of the touch": (touch,), "the whole touch": (touch, touch[:2] + (40,)),
+             "touch and below": (touch, touch[:2] + (40,), below, below, below),
+             "both ladders": (touch, (1, 55 * CENT, 300), (1, 54 * CENT, 1))}
+    for position in (10 * QTY_SCALE, -10 * QTY_SCALE, 0):
+        for name, orders in cases.items():
+            acct = AccountView(position=position, cost=10 * QTY_SCALE * 39 * CENT if position else 0,
+                               cash=500 * MONEY_SCALE, available=400 * MONEY_SCALE,
+                               reference_cash=1000 * MONEY_SCALE, orders=orders)
+            mark = obs.mark(a.state, acct)
+            assert mark == obs.mark(b.state, acct), (position, name)
+            fa = obs.as_array(obs.observe(a.state, acct, ts + 1, a.meta.close_time, mark))
+            fb = obs.as_array(obs.observe(b.state, acct, ts + 1, b.meta.close_time, mark))
+            assert fa.tobytes() == fb.tobytes(), (position, name)
+            assert (obs.mask(a.state, acct, ts + 1, a.meta.close_time, a.grid, a.fees)
+                    == obs.mask(b.state, acct, ts + 1, b.meta.close_time, b.grid, b.fees)), (position, name)
+    hidden = AccountView(position=QTY_SCALE, cost=0, cash=1, available=1, reference_cash=1,
+                         orders=cases["the whole touch"])
+    assert obs.mark(b.state, hidden) == 39 * CENT  # the next level, carried
 
 
 # ----------------------------------------------------------------------------- cadence
@@ -254,6 +341,20 @@ def test_closed_markets_are_retired_once_no_order_is_open() -> None:
     one_market(engine)  # closes at 1_000 + 86_400
     assert engine.retire(1_000.0 + 86_400 + 299) == []
     assert engine.retire(1_000.0 + 86_400 + 301) == [TICKER] and TICKER not in engine.feeds
+
+
+def test_a_market_retired_while_the_policy_answers_is_held_not_a_crash() -> None:
+    """A cycle awaits the ladders and the policy; housekeeping may retire a market meanwhile
+    (a soak run hit KeyError here)."""
+    engine = make_engine()
+    one_market(engine)
+    v = view()
+    c = engine.prepare(TICKER, 1_000.0, v, 0)
+    state = state_for(engine, v, 1_000.0)
+    assert engine.retire(1_000.0 + 86_400 + 301) == [TICKER]
+    assert engine.present([TICKER]) == [] and engine.shallow([TICKER]) == []
+    out = engine.decide(c, engine.table.index("buy_yes_take_5"), "v0001", state, 0)
+    assert out.record.verdict == "hold" and out.record.reason == "market retired" and not out.commands
 
 
 # ----------------------------------------------------------------------------- decide
