@@ -74,6 +74,8 @@ def _frame_handler(collector: Any) -> Callable[[bytes, int], Any]:
     subscribers = collector._fanout.subscribers
     fanout_touch = collector._fanout.touch
     take_changed = state.take_changed
+    trades = state.trades_out  # public trades for subscribers (mutated in place)
+    take_trades = state.take_trades
     call_soon = asyncio.get_running_loop().call_soon
     scheduled = [False]
 
@@ -81,12 +83,12 @@ def _frame_handler(collector: Any) -> Callable[[bytes, int], Any]:
         # Runs once the read loop yields, i.e. after every frame already received is applied: a
         # burst of frames becomes one publish, and a market changed twice in it is sent once.
         scheduled[0] = False
-        if changed:
-            fanout_touch(take_changed())
+        if changed or trades:
+            fanout_touch(take_changed(), take_trades())
 
     def handle(data: bytes, recv_ns: int) -> Any:
         on_frame(data, recv_ns)
-        if changed and subscribers and not scheduled[0]:
+        if (changed or trades) and subscribers and not scheduled[0]:
             scheduled[0] = True
             call_soon(publish)
         if state.has_requests:
@@ -227,9 +229,10 @@ class Collector:
             self._shipper.submit(f"{self.spec.collector_id}:{self._incarnation}:{self._batches}", rows)
         # Changes made outside a frame (a new connection invalidating every book) go out here;
         # without subscribers the set is just emptied.
-        changed = state.take_changed()
-        if changed and len(self._fanout):
-            self._fanout.touch(changed)
+        changed, trades = state.take_changed(), state.take_trades()
+        state.publish_trades = bool(len(self._fanout))  # no subscriber (any more): keep no trades
+        if (changed or trades) and len(self._fanout):
+            self._fanout.touch(changed, trades)
         mono = time.monotonic()
         self._rates.append((mono, state.n["frames"]))
         while len(self._rates) > 2 and mono - self._rates[0][0] > _RATE_WINDOW_S:
@@ -360,6 +363,7 @@ class Collector:
         exactly these."""
         if not self._fanout.add(handle, tickers):
             return False
+        self._state.publish_trades = True
         # Start the subscriber off with the current state of its markets.
         tops = self._current_tops()
         self._fanout.publish({t: top for t, top in tops.items() if tickers is None or t in tickers})
@@ -415,6 +419,8 @@ class Collector:
             unacked_batches=ship.unacked_batches, unacked_rows=ship.unacked_rows,
             rows_acked=ship.n["rows_acked"],
             per_market=tuple(state.market_stats()), epochs=tuple(state.epoch_log),
+            subscribers=len(self._fanout), subscribers_removed=self._fanout.removed,
+            trades_dropped=self._fanout.trades_dropped,
         )
 
     async def stop(self, timeout: float = 30.0) -> CollectorStats:

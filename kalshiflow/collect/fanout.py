@@ -9,6 +9,12 @@ state later, never a growing backlog, never holds the collector up, and costs th
 view per market per call, however many frames arrived in between. ``min_interval_s`` spaces
 the calls to one subscriber further (fewer, larger calls: less CPU, more latency).
 
+Public trades are not coalesced: each subscriber keeps the trades of its markets that it has not
+been sent yet (:meth:`Fanout.touch` ``trades``) and gets them all, in order, with the market's
+next view (``BookTop.trades``; a market with trades and no book change gets a view marked
+``book_changed=False``). At most ``_MAX_TRADES`` wait per market and subscriber; beyond that
+the oldest are dropped and counted (``trades_dropped``): the trade features read 60 s.
+
 :meth:`Fanout.publish` sends given views instead (a new subscriber's starting state). A
 subscriber whose calls keep failing (it died) is removed.
 
@@ -22,7 +28,10 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import msgspec
+
 from kalshiflow.collect.messages import BookTop
+from kalshiflow.exchange.replay.events import RecTrade
 
 __all__ = ["Fanout"]
 
@@ -31,16 +40,18 @@ log = logging.getLogger(__name__)
 Send = Callable[[Any, list[BookTop]], Awaitable[object]]
 View = Callable[[str], BookTop | None]
 _MAX_FAILURES = 3
+_MAX_TRADES = 10_000
 
 
 class _Subscriber:
-    __slots__ = ("handle", "tickers", "pending", "busy", "failures", "sent", "last_start")
+    __slots__ = ("handle", "tickers", "pending", "trades", "busy", "failures", "sent", "last_start")
 
     def __init__(self, handle: Any, tickers: frozenset[str] | None) -> None:
         self.handle = handle
         self.tickers = tickers  # None = every market of the collector
         # ticker -> the view to send, or None: build it when the call starts (the newest state).
         self.pending: dict[str, BookTop | None] = {}
+        self.trades: dict[str, list[RecTrade]] = {}  # ticker -> trades not sent yet, oldest first
         self.busy = False  # a call in flight, or the next one waiting for min_interval_s
         self.failures = 0
         self.sent = 0
@@ -57,6 +68,7 @@ class Fanout:
         self._tasks: set[asyncio.Task[None]] = set()
         self.removed = 0
         self.calls = 0
+        self.trades_dropped = 0
         self._closed = False
 
     def __len__(self) -> int:
@@ -74,17 +86,27 @@ class Fanout:
     def remove(self, handle: Any) -> bool:
         return self.subscribers.pop(handle, None) is not None
 
-    def touch(self, tickers: Iterable[str]) -> None:
-        """These markets changed: each subscriber that wants them gets their views with its next call."""
+    def touch(self, tickers: Iterable[str], trades: Iterable[tuple[str, RecTrade]] = ()) -> None:
+        """These markets changed (and these trades happened): each subscriber that wants them gets
+        their views with its next call."""
         changed = dict.fromkeys(tickers)
-        if not changed:
+        trades = list(trades)
+        if not changed and not trades:
             return
         for sub in list(self.subscribers.values()):
-            if sub.tickers is None:
+            wanted = sub.tickers
+            if wanted is None:
                 sub.pending.update(changed)
             else:
-                sub.pending.update((t, None) for t in changed if t in sub.tickers)
-            if sub.pending and not sub.busy:
+                sub.pending.update((t, None) for t in changed if t in wanted)
+            for ticker, trade in trades:
+                if wanted is None or ticker in wanted:
+                    queue = sub.trades.setdefault(ticker, [])
+                    queue.append(trade)
+                    if len(queue) > _MAX_TRADES:
+                        del queue[0]
+                        self.trades_dropped += 1
+            if (sub.pending or sub.trades) and not sub.busy:
                 self._start(sub)
 
     def publish(self, tops: dict[str, BookTop]) -> None:
@@ -94,7 +116,7 @@ class Fanout:
                 sub.pending.update(tops)
             else:
                 sub.pending.update((t, top) for t, top in tops.items() if t in sub.tickers)
-            if sub.pending and not sub.busy:
+            if (sub.pending or sub.trades) and not sub.busy:
                 self._start(sub)
 
     def _start(self, sub: _Subscriber) -> None:
@@ -107,7 +129,17 @@ class Fanout:
             loop.call_later(wait, self._resume, sub)
             return
         view = self._view
-        updates = [v for t, top in sub.pending.items() if (v := view(t) if top is None else top) is not None]
+        pending, trades = sub.pending, sub.trades
+        updates = [v for t, top in pending.items() if (v := view(t) if top is None else top) is not None]
+        if trades:
+            replace = msgspec.structs.replace
+            for i, v in enumerate(updates):
+                if (ts := trades.pop(v.ticker, None)) is not None:
+                    updates[i] = replace(v, trades=tuple(ts))
+            for t, ts in trades.items():  # trades alone: the book is as last sent
+                if (v := view(t)) is not None:
+                    updates.append(replace(v, trades=tuple(ts), book_changed=False))
+            sub.trades = {}
         sub.pending = {}
         if not updates:
             sub.busy = False
@@ -121,7 +153,7 @@ class Fanout:
 
     def _resume(self, sub: _Subscriber) -> None:
         sub.busy = False
-        if not self._closed and sub.pending and self.subscribers.get(sub.handle) is sub:
+        if not self._closed and (sub.pending or sub.trades) and self.subscribers.get(sub.handle) is sub:
             self._start(sub)
 
     async def _deliver(self, sub: _Subscriber, updates: list[BookTop]) -> None:
@@ -142,7 +174,7 @@ class Fanout:
             sub.busy = False
         # Changes that arrived during the call go out now: waiting for the next change would leave
         # a subscriber on a stale view for good once the market goes quiet.
-        if sub.pending and self.subscribers.get(sub.handle) is sub:
+        if (sub.pending or sub.trades) and self.subscribers.get(sub.handle) is sub:
             self._start(sub)
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ import msgspec
 
 from kalshiflow.collect.selection import MarketSpec
 from kalshiflow.config import CollectorConfig, ExchangeConfig
+from kalshiflow.exchange.replay.events import RecTrade
 from kalshiflow.secrets import Credentials
 
 __all__ = ["BookTop", "CollectorSpec", "CollectorStats", "EpochRecord", "Levels", "MarketStats"]
@@ -29,6 +30,11 @@ class BookTop(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     book as deep as the observation reads (kalshiflow.rl.features.DEPTH_LEVELS) without asking
     the collector. A ladder with fewer than ``depth`` levels is complete. ``depth`` 0: no levels
     carried (the top fields alone; an invalid book carries none).
+
+    ``trades``: the market's public trades since this subscriber's previous view, oldest first,
+    as the session loader replays them (``ts`` = exchange time, else receive time): the live
+    trader's trade features (flow, activity) need every one. ``book_changed`` False: the view
+    is sent for its trades only (the book is as in the previous view).
     """
 
     ticker: str
@@ -44,6 +50,8 @@ class BookTop(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     depth: int = 0
     yes_bids: Levels = ()
     no_bids: Levels = ()
+    trades: tuple[RecTrade, ...] = ()
+    book_changed: bool = True
 
 
 class MarketStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,6 +109,9 @@ class CollectorStats(msgspec.Struct, frozen=True, kw_only=True):
     rows_acked: int
     per_market: tuple[MarketStats, ...]
     epochs: tuple[EpochRecord, ...]  # this incarnation's connections, oldest first
+    subscribers: int = 0  # actors getting book views (on_books)
+    subscribers_removed: int = 0  # dropped after repeated failed calls (dead)
+    trades_dropped: int = 0  # public trades a subscriber too far behind never got (oldest first)
 
 
 class CollectorSpec(msgspec.Struct, frozen=True, kw_only=True):

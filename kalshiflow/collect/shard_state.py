@@ -37,6 +37,7 @@ from kalshiflow.collect.messages import BookTop, EpochRecord, MarketStats
 from kalshiflow.collect.recovery import ORDERBOOK, OpenGap, Recovery, Request
 from kalshiflow.collect.sequencer import GAP, OK, Sequencer
 from kalshiflow.collect.tops import market_view
+from kalshiflow.exchange.replay.events import RecTrade
 from kalshiflow.market.book import BookError, OrderBook
 from kalshiflow.market.prices import LINEAR_CENT, PRICE_SCALE, PriceGrid
 from kalshiflow.market.types import Side
@@ -89,6 +90,10 @@ class ShardState:
         # actor's per-frame callback can hold this very set (``changed``) and test it cheaply.
         self._changed: set[str] = set()
         self.changed = self._changed
+        # Public trades for subscribers, kept only while there are any (``publish_trades``); a list
+        # mutated in place, like ``changed``, for the per-frame callback's cheap test.
+        self.publish_trades = False
+        self.trades_out: list[tuple[str, RecTrade]] = []
         self._rows: dict[str, list[tuple[object, ...]]] = {}
         self._deltas: list[tuple[object, ...]] = []
         self._new_buffers()
@@ -374,6 +379,11 @@ class ShardState:
             if m is not None:
                 m.trades += 1
             self._rows["public_trades"].append(R.trade_row(self, msg, recv_ns, sid, seq))
+            if self.publish_trades and m is not None and m.active and msg.taker_side is not None:
+                # For subscribers (trade features), as the session loader replays a recorded trade.
+                ts = msg.ts_ms / 1000.0 if msg.ts_ms is not None else recv_ns / 1e9
+                self.trades_out.append((msg.market_ticker, RecTrade(
+                    seq=seq or 0, ts=ts, yes_price=msg.yes_price, count=msg.count, taker_side=msg.taker_side)))
         elif isinstance(msg, wm.LifecycleEvent):
             m = self._markets.get(msg.market_ticker)
             if m is not None and m.active and msg.event_type in CLOSING_EVENTS:
@@ -463,6 +473,12 @@ class ShardState:
         """The markets changed since the last take (their views are built when sent: :meth:`view`)."""
         out = list(self._changed)
         self._changed.clear()
+        return out
+
+    def take_trades(self) -> list[tuple[str, RecTrade]]:
+        """(ticker, trade) received since the last take, in arrival order."""
+        out = self.trades_out[:]
+        self.trades_out.clear()
         return out
 
     def view(self, ticker: str) -> BookTop | None:

@@ -257,4 +257,5 @@ def from_top(top: BookTop, levels: tuple[Sequence[tuple[int, int]], Sequence[tup
     return BookUpdate(ticker=top.ticker, epoch=top.epoch, seq=top.seq, valid=top.valid,
                       ts=event_ts(top.received_ts_ns, top.exchange_ts_ms), received_ns=top.received_ts_ns,
                       yes_bid=top.yes_bid, yes_bid_size=top.yes_bid_size, yes_ask=top.yes_ask,
-                      yes_ask_size=top.yes_ask_size, yes=yes, no=no, depth=depth)
+                      yes_ask_size=top.yes_ask_size, yes=yes, no=no, depth=depth, trades=top.trades,
+                      book_changed=top.book_changed)

@@ -40,13 +40,15 @@ class BookSink:
     def __init__(self) -> None:
         self.tops: dict[str, BookTop] = {}
         self.calls = 0
+        self.trades: list[tuple[int, int]] = []  # (yes price, count) of every public trade sent
 
     def on_books(self, updates: list[BookTop]) -> None:
         self.calls += 1
-        self.tops.update((u.ticker, u) for u in updates)
+        self.tops.update((u.ticker, u) for u in updates if u.book_changed)
+        self.trades.extend((t.yes_price, t.count) for u in updates for t in u.trades)
 
-    def state(self) -> tuple[int, dict[str, BookTop]]:
-        return self.calls, self.tops
+    def state(self) -> tuple[int, dict[str, BookTop], list[tuple[int, int]]]:
+        return self.calls, self.tops, self.trades
 
 
 async def test_collection_stores_every_sent_delta_once_and_replays_to_the_exchange_books(
@@ -65,7 +67,7 @@ async def test_collection_stores_every_sent_delta_once_and_replays_to_the_exchan
         await h.quiesce()
         stats = await coll.stats()
         live = {t: b for c in coll.collectors.values() for t, b in (await c.books.remote()).items()}
-        calls, tops = await sink.state.remote()
+        calls, tops, sink_trades = await sink.state.remote()
         summary = await coll.stop()
         final = h.books()
         assert h.proxy is not None
@@ -80,6 +82,8 @@ async def test_collection_stores_every_sent_delta_once_and_replays_to_the_exchan
                           uuid.UUID(coll.session_id))
     assert sorted((r["trade_id"], r["yes_price"], r["count"]) for r in tape) == sorted(
         (t.trade_id, t.yes_price, t.count) for t in trades) and len(tape) > 50
+    # ... and every trade reached the subscriber too (the live trade features need them all).
+    assert sorted(sink_trades) == sorted((t.yes_price, t.count) for t in trades)
     assert await replay_books(db, coll.session_id, h.tickers) == final
     # The live books, and what a subscriber saw last, match the exchange too.
     for ticker, (valid, yes, no) in live.items():
@@ -92,6 +96,7 @@ async def test_collection_stores_every_sent_delta_once_and_replays_to_the_exchan
     # collector: never more calls than changes (the pacing itself: tests/collect/test_shipping.py).
     assert 0 < calls <= summary.deltas
     assert all(s.messages_per_s > 0 and s.lag_ms_mean is not None for s in stats)
+    assert all(s.subscribers == 1 and s.trades_dropped == 0 for s in stats)
     query = "SELECT status, delta_count, markets FROM collection_sessions WHERE session_id = $1"
     row = await db.fetchrow(query, uuid.UUID(coll.session_id))
     assert row["status"] == "closed" and row["delta_count"] == summary.deltas

@@ -10,6 +10,8 @@ from kalshiflow.collect.epochs import INT32_MAX, SLOTS, EpochClock
 from kalshiflow.collect.fanout import Fanout
 from kalshiflow.collect.messages import BookTop
 from kalshiflow.collect.shipper import Shipper
+from kalshiflow.exchange.replay.events import RecTrade
+from kalshiflow.market.types import Side
 
 
 def rows(n: int) -> dict[str, list[tuple[object, ...]]]:
@@ -91,6 +93,57 @@ async def test_fanout_coalesces_while_a_call_is_in_flight_and_filters_markets() 
     assert [[u.seq for u in call] for call in got["all"]] == [[1, 2], [4, 5]]
     assert [[u.seq for u in call] for call in got["a"]] == [[1], [3], [4]]
     assert fan.calls == 5
+
+
+def trade(seq: int) -> RecTrade:
+    return RecTrade(seq=seq, ts=float(seq), yes_price=4000 + seq, count=100, taker_side=Side.YES)
+
+
+async def test_fanout_delivers_every_trade_once_in_order_and_marks_trade_only_views() -> None:
+    got: list[list[BookTop]] = []
+    gate = asyncio.Event()
+    current = {"A": top("A", 1), "B": top("B", 1)}
+
+    async def send(handle: str, updates: list[BookTop]) -> None:
+        got.append(updates)
+        await gate.wait()
+
+    fan = Fanout(send, current.get)
+    fan.add("t", None)
+    fan.touch(["A"], [("A", trade(1))])  # idle: sent at once, with its trade
+    await asyncio.sleep(0)
+    fan.touch([], [("B", trade(2))])  # busy: trades wait, none coalesced away
+    fan.touch(["A"], [("A", trade(3)), ("B", trade(4))])
+    fan.touch([], [("A", trade(5))])
+    gate.set()
+    await asyncio.sleep(0.01)
+    first, second = got
+    assert [(u.ticker, [t.seq for t in u.trades], u.book_changed) for u in first] == [("A", [1], True)]
+    assert sorted((u.ticker, [t.seq for t in u.trades], u.book_changed) for u in second) == [
+        ("A", [3, 5], True), ("B", [2, 4], False)]
+    assert fan.trades_dropped == 0
+
+
+async def test_fanout_keeps_a_bounded_trade_backlog_per_market() -> None:
+    from kalshiflow.collect import fanout as fanout_module
+
+    got: list[list[BookTop]] = []
+    gate = asyncio.Event()
+
+    async def send(handle: str, updates: list[BookTop]) -> None:
+        got.append(updates)
+        await gate.wait()
+
+    fan = Fanout(send, lambda t: top(t, 1))
+    fan.add("t", ["A"])
+    fan.touch(["A"])
+    await asyncio.sleep(0)
+    n = fanout_module._MAX_TRADES + 7
+    fan.touch([], [("A", trade(i)) for i in range(n)] + [("B", trade(-1))])  # B: not wanted
+    gate.set()
+    await asyncio.sleep(0.01)
+    (update,) = got[1]
+    assert [t.seq for t in update.trades] == list(range(7, n)) and fan.trades_dropped == 7
 
 
 async def test_fanout_sends_given_views_until_a_newer_change_and_skips_unknown_markets() -> None:

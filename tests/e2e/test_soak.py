@@ -123,6 +123,7 @@ async def test_soak_simulated_hours_without_a_crash(db_url: str, db: Any, tmp_pa
         assert all(n > 0 for n in thirds), thirds
         assert s.policy_errors == 0 and s.holds_policy_unavailable == 0 and s.last_error is None, s
         assert s.orders_acked > 0 and s.risk_mode == "active"
+        assert s.public_trades_seen > 0  # the trade features are fed live, as in training
         assert len(markets_seen) > 8, "closed markets were replaced by newly listed ones"
         for name, info in end.items():
             assert info["restarts"] == 0, (name, info)
