@@ -363,7 +363,8 @@ def load_config(
             for (section, key), value in extra.items():
                 probe = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
                 _merge(probe, section, key, value)
-                label = f"{ENV_PREFIX}{section}_{key}".upper() if source == "environment" else f"--set {section}.{key}"
+                label = (f"{ENV_PREFIX}{section}_{key}".upper() if source == "environment"
+                         else f"--set {section}.{key}")
                 _decode(probe, f"{source} ({label})")
             raise
         data = merged
@@ -387,7 +388,8 @@ def reference_markdown() -> str:
     ]
     defaults = msgspec.to_builtins(AppConfig())
     for section in msgspec.structs.fields(AppConfig):
-        lines += [f"## [{section.name}]", "", "| key | type | default | environment variable |", "|---|---|---|---|"]
+        lines += [f"## [{section.name}]", "", "| key | type | default | environment variable |",
+                  "|---|---|---|---|"]
         for field in msgspec.structs.fields(section.type):
             type_name = getattr(field.type, "__name__", None) or str(field.type).replace("typing.", "")
             default = msgspec.json.encode(defaults[section.name][field.name]).decode()

@@ -116,4 +116,5 @@ def test_configuration_reference_is_current() -> None:
     from kalshiflow.config import PROJECT_ROOT, reference_markdown
 
     doc = PROJECT_ROOT / "docs" / "configuration.md"
-    assert doc.read_text() == reference_markdown() + "\n", "regenerate: python -m kalshiflow.config --reference"
+    regenerate = "regenerate: python -m kalshiflow.config --reference"
+    assert doc.read_text() == reference_markdown() + "\n", regenerate

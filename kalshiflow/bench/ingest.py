@@ -133,7 +133,7 @@ def _per_delta(cpu: dict[str, float], deltas: int) -> dict[str, Any]:
 
 def _ray_daemons() -> list[int]:
     """PIDs of this driver's raylet and GCS server (when it started them)."""
-    node = getattr(getattr(__import__("ray")._private, "worker"), "_global_node", None)
+    node = getattr(__import__("ray")._private.worker, "_global_node", None)
     pids: list[int] = []
     for kind in ("raylet", "gcs_server"):
         for info in (getattr(node, "all_processes", None) or {}).get(kind, []):
@@ -248,7 +248,8 @@ async def _end_to_end(h: Any, config: AppConfig, url: str, seconds: float, backl
     postgres = _postgres_discover(probe, str(await probe.fetchval("SELECT current_database()")))
 
     async def discover() -> dict[str, list[int]]:
-        found = {"simulator": [os.getpid()], "ray_daemons": _ray_daemons()} | {k: [p] for k, p in pids.items()}
+        found = {"simulator": [os.getpid()], "ray_daemons": _ray_daemons()}
+        found |= {k: [p] for k, p in pids.items()}
         return found | await postgres()
 
     meter = _CpuMeter(discover)

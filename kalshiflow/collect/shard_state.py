@@ -382,8 +382,9 @@ class ShardState:
             if self.publish_trades and m is not None and m.active and msg.taker_side is not None:
                 # For subscribers (trade features), as the session loader replays a recorded trade.
                 ts = msg.ts_ms / 1000.0 if msg.ts_ms is not None else recv_ns / 1e9
-                self.trades_out.append((msg.market_ticker, RecTrade(
-                    seq=seq or 0, ts=ts, yes_price=msg.yes_price, count=msg.count, taker_side=msg.taker_side)))
+                trade = RecTrade(seq=seq or 0, ts=ts, yes_price=msg.yes_price, count=msg.count,
+                                 taker_side=msg.taker_side)
+                self.trades_out.append((msg.market_ticker, trade))
         elif isinstance(msg, wm.LifecycleEvent):
             m = self._markets.get(msg.market_ticker)
             if m is not None and m.active and msg.event_type in CLOSING_EVENTS:

@@ -14,6 +14,7 @@ through the matching engine; because the live path produced it, the two agree by
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -99,7 +100,7 @@ class CompiledMarket:
         self._rows: dict[tuple[float, int], np.ndarray] = {}
         self._crossed: bool | None = None
         # The env's order requests by (action table, action, yes bid, no bid) (rl.sim).
-        self.requests: dict[tuple[object, int, int, int], object] = {}
+        self.requests: dict[tuple[object, int, int, int], Any] = {}  # OrderRequest | CancelAll | None
 
     @property
     def n(self) -> int:

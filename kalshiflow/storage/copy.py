@@ -153,7 +153,8 @@ async def copy_insert(
     if sql.fast_insert is not None:
         try:
             async with conn.transaction():  # a savepoint when nested: a conflict undoes only this
-                await conn.copy_records_to_table(table, records=records, columns=list(columns), timeout=timeout)
+                await conn.copy_records_to_table(table, records=records, columns=list(columns),
+                                                 timeout=timeout)
             return len(records)
         except asyncpg.UniqueViolationError:
             pass  # some rows exist already (or repeat in the batch): the idempotent path below

@@ -392,4 +392,5 @@ async def load_session_streams(db: Database, session_id: SessionId) -> list[InMe
     """Every market of a session as recorded streams, for the simulator's ``--replay``."""
     from kalshiflow.storage.sessions import session_tickers  # sessions imports this module
 
-    return [await load_market_stream(db, session_id, ticker) for ticker in await session_tickers(db, session_id)]
+    tickers = await session_tickers(db, session_id)
+    return [await load_market_stream(db, session_id, ticker) for ticker in tickers]

@@ -166,7 +166,8 @@ class DecisionEngine:
         (DEPTH_LEVELS a side; the mark behind own orders reads two at most): the ladders to fetch
         from the collector before observing them. Collectors send that many with every update."""
         feeds = self.feeds
-        return [t for t in tickers if (f := feeds.get(t)) is not None and f.depth < DEPTH_LEVELS and f.state.valid]
+        return [t for t in tickers
+                if (f := feeds.get(t)) is not None and f.depth < DEPTH_LEVELS and f.state.valid]
 
     def present(self, tickers: Iterable[str]) -> list[str]:
         """Those still traded: a cycle that awaited (ladders, the policy) may find a market retired."""

@@ -247,6 +247,8 @@ def from_top(top: BookTop, levels: tuple[Sequence[tuple[int, int]], Sequence[tup
     """A collector's ``BookTop`` as a feed update: with the whole ladders when given (``levels``),
     else with the best levels the message carries, else the top alone."""
     depth: int | None = None
+    yes: Levels | None
+    no: Levels | None
     if levels is not None:
         yes, no = as_levels(levels[0]), as_levels(levels[1])
     elif top.depth > 0 and top.valid:

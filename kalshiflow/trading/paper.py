@@ -62,11 +62,13 @@ def check_cadence(config: AppConfig, models_dir: str) -> None:
     current = registry.current()
     if current is None:
         return
-    trained = float(registry.manifest(current).env.get("decision_interval_s", EnvConfig().decision_interval_s))
+    env = registry.manifest(current).env
+    trained = float(env.get("decision_interval_s", EnvConfig().decision_interval_s))
     if abs(trained - config.trader.decision_interval_s) > 1e-9:
         raise ConfigError(f"trader.decision_interval_s = {config.trader.decision_interval_s} but the current "
                           f"model {current} trained at {trained} s per decision: set "
-                          f"trader.decision_interval_s = {trained} (or serve a model trained at that cadence)")
+                          f"trader.decision_interval_s = {trained} (or serve a model trained at that "
+                          "cadence)")
 
 
 def _simulator_keys() -> tuple[Credentials, dict[str, str]]:

@@ -81,7 +81,8 @@ def config(tmp_path: Path, *, markets: int = 4, speed: float = 10.0,
         write_queue=WriteQueueConfig(spill_dir=str(tmp_path / "spill")),
         # 5 exchange seconds per decision and market, as the env trains (0.5 s wall at speed 10).
         trader=TraderConfig(decision_interval_s=5.0, policy_timeout_s=0.5),
-        risk=msgspec.structs.replace(risk or RiskConfig(max_orders_per_s=50.0), state_dir=str(tmp_path / "risk")),
+        risk=msgspec.structs.replace(risk or RiskConfig(max_orders_per_s=50.0),
+                                     state_dir=str(tmp_path / "risk")),
     )
 
 

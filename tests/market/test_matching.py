@@ -435,7 +435,8 @@ def test_lean_replay_equals_add_and_remove_liquidity(ops: list[tuple]) -> None: 
             _, owner, side, action, cents, qty, tif, post, stp = o
             request = OrderRequest(side=side, action=action, count=qty,
                                    **{"yes_price" if side is YES else "no_price": cents * CENT},
-                                   time_in_force=tif, post_only=post and tif is GTC, self_trade_prevention=stp)
+                                   time_in_force=tif, post_only=post and tif is GTC,
+                                   self_trade_prevention=stp)
             assert full.submit(owner, request) == lean.submit(owner, request)
             continue
         if o[0] == "cancel":

@@ -9,7 +9,6 @@ looked like after every event that concerns T. The loader must reproduce that li
 from __future__ import annotations
 
 import asyncio
-
 import random
 import uuid
 from datetime import UTC, datetime
