@@ -51,6 +51,23 @@ class BookSink:
         return self.calls, self.tops, self.trades
 
 
+async def caught_up(sink: Any, h: Harness, n_trades: int, timeout: float = 30.0) -> Any:
+    """The sink's state once it shows the exchange's final tops and every trade (a loaded machine
+    delivers the last views a while after the collector applied the frames); at the timeout, as
+    it is (the assertions then say what never arrived)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        calls, tops, trades = state = await sink.state.remote()
+        final = h.books()
+        if len(trades) >= n_trades and all(
+                t in tops and (tops[t].yes_bid, tops[t].yes_ask) == (b.best_bid("yes"), b.best_ask("yes"))
+                for t, b in final.items()):
+            return state
+        if asyncio.get_running_loop().time() > deadline:
+            return state
+        await asyncio.sleep(0.1)
+
+
 async def test_collection_stores_every_sent_delta_once_and_replays_to_the_exchange_books(
     db_url: str, db: Any, tmp_path: Path
 ) -> None:
@@ -67,7 +84,7 @@ async def test_collection_stores_every_sent_delta_once_and_replays_to_the_exchan
         await h.quiesce()
         stats = await coll.stats()
         live = {t: b for c in coll.collectors.values() for t, b in (await c.books.remote()).items()}
-        calls, tops, sink_trades = await sink.state.remote()
+        calls, tops, sink_trades = await caught_up(sink, h, len(trades))
         summary = await coll.stop()
         final = h.books()
         assert h.proxy is not None
