@@ -244,7 +244,10 @@ def deploy_policy_server(config: PolicyServerConfig | None = None, *,
     app = PolicyServer.options(  # type: ignore[attr-defined]
         num_replicas=config.num_replicas,
         max_ongoing_requests=config.max_ongoing_requests,
-        ray_actor_options={"num_cpus": config.num_cpus},
+        # User code on the replica's own event loop (Serve's default hops to a second thread per
+        # request): our handlers never block it -- models load in a worker thread (model_slot).
+        ray_actor_options={"num_cpus": config.num_cpus,
+                           "runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}},
         health_check_period_s=config.health_check_period_s,
         logging_config={"enable_access_log": config.access_log},
     ).bind(config)
