@@ -18,31 +18,28 @@ so a hole invalidates EVERY book on that sid. Each book is replaced wholesale by
 snapshot; until then deltas are still recorded (nothing received is dropped) with ``size_after``
 NULL, and the book is not updated. Duplicate and late frames are counted and ignored.
 
-Gap rows: one per hole, plus one per new connection after the first (sid 0, expected/received
-0: everything between the two connections is unknown). Each is written when the gap opens and
-again when it closes -- every invalidated book has its snapshot again (``recovered_at`` and
-``recovery_method`` set), or the connection ended first (``recovered_at`` NULL); the WriteQueue
-fills the end columns in. The hole is visible in the recorded seqs either way.
+Gap rows and recovery are in ``shard_recovery``; trade and lifecycle frames in
+``shard_data_channels``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import msgspec
 
 from kalshiflow.collect import rows as R
+from kalshiflow.collect import shard_data_channels, shard_recovery
 from kalshiflow.collect.market_state import MarketState
 from kalshiflow.collect.messages import BookTop, EpochRecord, MarketStats
 from kalshiflow.collect.recovery import ORDERBOOK, OpenGap, Recovery, Request
 from kalshiflow.collect.sequencer import GAP, OK, Sequencer
+from kalshiflow.collect.shard_data_channels import CLOSING_EVENTS as CLOSING_EVENTS
+from kalshiflow.collect.shard_data_channels import LIFECYCLE, TRADE
 from kalshiflow.collect.tops import market_view
 from kalshiflow.exchange.replay.events import RecTrade
 from kalshiflow.market.book import BookError, OrderBook
 from kalshiflow.market.prices import LINEAR_CENT, PRICE_SCALE, PriceGrid
 from kalshiflow.market.types import Side
 from kalshiflow.protocol import ws_messages as wm
-from kalshiflow.protocol.errors import DecodeError
 from kalshiflow.protocol.market_data import (
     FrameError,
     OrderbookDelta,
@@ -51,11 +48,6 @@ from kalshiflow.protocol.market_data import (
 )
 
 __all__ = ["ORDERBOOK", "TRADE", "LIFECYCLE", "Request", "ShardState"]
-
-TRADE = "trade"
-LIFECYCLE = "market_lifecycle_v2"
-# Lifecycle events after which a market never trades again: stop collecting it.
-CLOSING_EVENTS = frozenset({"determined", "settled"})
 
 _Frame = (
     OrderbookDelta | OrderbookSnapshot | wm.Ok | wm.Subscribed | wm.Unsubscribed | wm.ErrorReply
@@ -335,105 +327,17 @@ class ShardState:
             # The collector's one order-book subscription lists all of its markets.
             self._book_tickers[sid] = set(self.tickers)
 
-    def _on_error(self, frame: wm.ErrorReply, recv_ns: int) -> None:
-        """Command errors are the actor's business (its command raised); a TERMINAL error on a sid
-        means the server dropped that subscription (e.g. 25: we were too slow) -- re-create it."""
-        self.n["command_errors"] += 1
-        sid = frame.sid
-        if sid is None or frame.msg.code not in wm.TERMINAL_ERROR_CODES:
-            return
-        channel = self._channel_of.pop(sid, ORDERBOOK)
-        reason = f"server ended sid {sid} ({channel}): error {frame.msg.code} {frame.msg.msg}"
-        tickers = self._book_tickers.pop(sid, set()) if channel == ORDERBOOK else set()
-        last = self._seq.last(sid) or 0
-        self._seq.forget(sid)
-        self.n["gaps"] += 1
-        gap = OpenGap(sid, last + 1, 0, recv_ns, (), "resync")
-        if channel != ORDERBOOK:
-            # Nothing to re-snapshot: what the channel sent meanwhile is gone; record it, re-subscribe.
-            self._rows["gaps"].append(R.gap_row(self, gap, None, "resync"))
-            self._recovery.requests.append(Request("resync", (), reason, channel))
-            return
-        tickers = tickers or set(self.tickers)
-        for ticker in tickers:
-            self._markets[ticker].book.invalidate(reason)
-            self._markets[ticker].gaps += 1
-            self._changed.add(ticker)
-        gap = OpenGap(sid, last + 1, 0, recv_ns, tickers, "resync")
-        self._open_gap(gap, "resync", reason, channel)
-
-    def _on_data(self, frame: wm.TradeFrame | wm.LifecycleFrame, data: bytes, recv_ns: int) -> None:
-        sid, seq = frame.sid, frame.seq
-        if sid is not None and seq is not None and not self._check(sid, seq, recv_ns):
-            return
-        try:
-            event = wm.decode_message(data)  # normalised (exact ints); rare next to deltas
-        except DecodeError:
-            self.n["decode_errors"] += 1
-            return
-        assert isinstance(event, wm.DataMessage)
-        msg = event.msg
-        if isinstance(msg, wm.TradeEvent):
-            self.n["trades"] += 1
-            m = self._markets.get(msg.market_ticker)
-            if m is not None:
-                m.trades += 1
-            self._rows["public_trades"].append(R.trade_row(self, msg, recv_ns, sid, seq))
-            if self.publish_trades and m is not None and m.active and msg.taker_side is not None:
-                # For subscribers (trade features), as the session loader replays a recorded trade.
-                ts = msg.ts_ms / 1000.0 if msg.ts_ms is not None else recv_ns / 1e9
-                trade = RecTrade(seq=seq or 0, ts=ts, yes_price=msg.yes_price, count=msg.count,
-                                 taker_side=msg.taker_side)
-                self.trades_out.append((msg.market_ticker, trade))
-        elif isinstance(msg, wm.LifecycleEvent):
-            m = self._markets.get(msg.market_ticker)
-            if m is not None and m.active and msg.event_type in CLOSING_EVENTS:
-                drop = Request("drop", (msg.market_ticker,), f"lifecycle {msg.event_type}")
-                self._recovery.requests.append(drop)
+    # Trade / lifecycle frames and gap recovery live in shard_data_channels / shard_recovery: plain
+    # functions bound as methods, so a call costs what it would if they were written here.
+    _on_data = shard_data_channels.on_data
+    _on_error = shard_recovery.on_error
 
     # ------------------------------------------------------------------ gaps and recovery
 
-    def _on_gap(self, sid: int, recv_ns: int) -> None:
-        expected, received = self._seq.gap
-        self.n["gaps"] += 1
-        if self._channel_of.get(sid, ORDERBOOK) != ORDERBOOK:
-            # Trade / lifecycle channels have no snapshot to recover with: record the hole only.
-            gap = OpenGap(sid, expected, received, recv_ns, (), "none")
-            self._rows["gaps"].append(R.gap_row(self, gap, None, "none"))
-            return
-        tickers = self._book_tickers.get(sid)
-        if not tickers:
-            tickers = set(self.tickers)
-        reason = f"gap on sid {sid}: expected seq {expected}, got {received}"
-        for ticker in tickers:
-            m = self._markets[ticker]
-            m.book.invalidate(reason)
-            m.gaps += 1
-            self._changed.add(ticker)
-        gap = OpenGap(sid, expected, received, recv_ns, tickers, "get_snapshot")
-        self._open_gap(gap, "get_snapshot", reason)
-
-    def _book_error(self, m: MarketState, sid: int, seq: int, recv_ns: int, reason: str) -> None:
-        """A frame the book refused: it no longer mirrors the exchange; re-snapshot that market."""
-        self.n["book_errors"] += 1
-        m.book_errors += 1
-        ticker = m.book.ticker
-        m.book.invalidate(reason)
-        self._changed.add(ticker)
-        if self._recovery.has(sid, seq):
-            return
-        # Recorded like a gap at this seq (expected == received): the stream had no hole, the book did.
-        self._open_gap(OpenGap(sid, seq, seq, recv_ns, (ticker,), "get_snapshot"), "get_snapshot",
-                                f"book error at seq {seq}: {reason}")
-
-    def _open_gap(self, gap: OpenGap, request: Literal["get_snapshot", "resync"] | None, reason: str,
-                  channel: str = ORDERBOOK) -> None:
-        self._rows["gaps"].append(R.gap_row(self, gap, None, None))
-        self._recovery.open_gap(gap, request, reason, channel)
-
-    def _resolved(self, ticker: str, now_ns: int) -> None:
-        for gap in self._recovery.resolve(ticker):
-            self._rows["gaps"].append(R.gap_row(self, gap, now_ns, gap.method))
+    _on_gap = shard_recovery.on_gap
+    _book_error = shard_recovery.book_error
+    _open_gap = shard_recovery.open_gap
+    _resolved = shard_recovery.resolved
 
     def check_recovery(self, now_ns: int, timeout_ns: int) -> None:
         """Escalate recoveries that got no snapshot within ``timeout_ns`` of the last request."""

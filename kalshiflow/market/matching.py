@@ -11,19 +11,8 @@ Model
 - Each level is a FIFO deque; the aggregated size lives in an :class:`OrderBook`, updated with
   every delta we emit, so ``engine.book`` is always the exact L2 view.
 
-Replay queue model (RL env). Recorded deltas are anonymous crowd volume:
-- ``add_liquidity`` appends crowd volume at the back of its level (merging with a crowd chunk
-  already last), so an agent order that joined earlier keeps its place ahead of it.
-- ``remove_liquidity(traded=True)`` is a recorded trade: it consumes the level FIFO from the
-  front, FILLING agent orders it reaches (the recorded taker would have hit them); crowd behind
-  them survives — the counterfactual of the agent having been in the queue.
-- ``remove_liquidity(traded=False)`` is a recorded cancel: crowd volume leaves from the back
-  (pessimistic for the agent: people ahead of it stay); agent orders are never cancelled by it.
-- Recorded volume that this engine already consumed in a trade the recording does not contain
-  (an agent taking crowd bids, or crowd crossing crowd) is kept per level as *debt*. Later
-  recorded decreases at that level pay the debt off instead of removing volume twice: trades pay
-  it first (the recorded taker hit the same front-of-queue contracts the agent took), cancels
-  after the crowd volume left (they hit the back). Every removal clamps at what exists.
+Replaying recorded crowd volume (the RL env's queue model) is in ``replay_liquidity``; the queue
+entries are ``resting_order.RestingOrder``.
 """
 
 from __future__ import annotations
@@ -32,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
+from kalshiflow.market import replay_liquidity
 from kalshiflow.market.book import OrderBook
 from kalshiflow.market.orders import (
     BookDelta,
@@ -43,9 +33,11 @@ from kalshiflow.market.orders import (
     SequentialIds,
 )
 from kalshiflow.market.prices import PRICE_SCALE, Price, PriceGrid, Qty
+from kalshiflow.market.resting_order import RestingOrder
 from kalshiflow.market.types import Action, OrderStatus, OrderType, Side, TimeInForce, bid_side
 
-# The value types live in orders.py; they are re-exported here (``from ...matching import Fill``).
+# The value types live in orders.py and RestingOrder in resting_order.py; they are re-exported here
+# (``from ...matching import Fill``).
 __all__ = [
     "BookDelta", "Fill", "MatchingEngine", "OrderNotFound", "OrderRequest", "OrderResult",
     "OrderState", "RestingOrder", "SelfTradePrevention", "SequentialIds",
@@ -59,23 +51,6 @@ _BUY, _GTC, _FOK = Action.BUY, TimeInForce.GTC, TimeInForce.FOK
 
 class OrderNotFound(LookupError):
     pass
-
-
-class RestingOrder:
-    """Engine-internal mutable order (crowd chunks: owner and order_id None). Read-only outside."""
-
-    __slots__ = ("order_id", "owner", "side", "action", "type", "tif", "li", "lprice", "initial",
-                 "remaining", "filled", "status", "coid", "ts", "stp", "post_only")
-
-    def __init__(self, li: int, lprice: int, qty: int, order_id: str | None = None, owner: str | None = None,
-                 side: Side | None = None, action: Action = Action.BUY) -> None:
-        self.order_id, self.owner, self.side, self.action = order_id, owner, side or _SIDES[li], action
-        self.li, self.lprice, self.initial, self.remaining, self.filled = li, lprice, qty, qty, 0
-        self.status = OrderStatus.RESTING
-        # Only owned orders use these; crowd chunks keep the defaults (cheap: set once per chunk).
-        self.type, self.tif, self.ts = OrderType.LIMIT, _GTC, 0.0
-        self.coid: str | None = None
-        self.stp, self.post_only = SelfTradePrevention.TAKER_AT_CROSS, False
 
 
 def _reject(code: str, message: str) -> OrderResult:
@@ -273,171 +248,14 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ replay liquidity
 
-    def add_liquidity(self, side: Side, price: int, qty: int) -> OrderResult:
-        """Anonymous crowd bid (a recorded increase) joining the back of its level. If it crosses
-        (only possible against agent orders or counterfactual crowd), it trades first."""
-        li = _IDX[side]
-        if qty <= 0 or not self.grid.is_valid(price):
-            raise ValueError(f"bad liquidity {side} {qty} @ {price}")
-        o = RestingOrder(li, price, qty)
-        fills: list[Fill] = []
-        deltas: list[BookDelta] = []
-        makers: list[OrderState] = []
-        best = self.book.best_bid(_SIDES[1 - li])
-        if best is not None and best + price >= S:
-            self._match(o, fills, deltas, makers)
-        if o.remaining:
-            dq = self._queues[li].get(price)
-            if dq and dq[-1].order_id is None:  # merge with the crowd chunk already last
-                dq[-1].remaining += o.remaining
-                deltas.append(self._delta(side, price, o.remaining))
-            else:
-                self._rest(o, deltas)
-        return OrderResult(fills=tuple(fills), deltas=tuple(deltas), makers=tuple(makers))
+    # Recorded crowd volume joining and leaving (the queue model is in replay_liquidity). Plain
+    # functions bound as methods: a call costs what it would if they were written here.
+    add_liquidity = replay_liquidity.add_liquidity
+    remove_liquidity = replay_liquidity.remove_liquidity
+    replay_add = replay_liquidity.replay_add
+    replay_remove = replay_liquidity.replay_remove
 
-    def remove_liquidity(self, side: Side, price: int, qty: int, *, traded: bool) -> OrderResult:
-        """A recorded decrease of crowd volume (see the module docstring for the queue model)."""
-        li = _IDX[side]
-        if qty <= 0:
-            raise ValueError(f"bad liquidity removal {side} {qty} @ {price}")
-        dq = self._queues[li].get(price)
-        debt = self._debt[li]
-        owed = debt.get(price, 0)
-        fills: list[Fill] = []
-        deltas: list[BookDelta] = []
-        makers: list[OrderState] = []
-        if traded and owed:
-            paid = min(owed, qty)
-            qty -= paid
-            owed -= paid
-        if dq and qty:
-            if traded:
-                qty = self._trade_front(side, li, price, dq, qty, fills, deltas, makers)
-            else:
-                qty = self._cancel_back(side, price, dq, qty, deltas)
-            if not dq:
-                del self._queues[li][price]
-        if not traded and owed and qty:
-            owed -= min(owed, qty)
-        if owed:
-            debt[price] = owed
-        else:
-            debt.pop(price, None)
-        return OrderResult(fills=tuple(fills), deltas=tuple(deltas), makers=tuple(makers))
-
-    # Lean replay (the RL env replays every recorded event): the same state changes as
-    # add_liquidity / remove_liquidity whenever no fill can happen, without building results.
-    # They return False, changing nothing, where a fill is possible: use the full methods then.
-
-    def replay_add(self, li: int, price: int, qty: int) -> bool:
-        """``add_liquidity(side li, price, qty)`` when it does not cross; False if it would."""
-        opp = self.book.best_bid(_SIDES[1 - li])
-        if opp is not None and opp + price >= S:
-            return False
-        if qty <= 0:
-            raise ValueError(f"bad liquidity {_SIDES[li]} {qty} @ {price}")
-        self.book.apply_delta(_SIDES[li], price, qty)  # raises (changing nothing) off the grid
-        queues = self._queues[li]
-        dq = queues.get(price)
-        if dq is None:
-            dq = queues[price] = deque()
-        if dq and dq[-1].order_id is None:
-            dq[-1].remaining += qty
-        else:
-            dq.append(RestingOrder(li, price, qty))
-        return True
-
-    def replay_remove(self, li: int, price: int, qty: int, traded: bool) -> bool:
-        """``remove_liquidity(side li, price, qty, traded=traded)`` when it cannot fill an owned
-        order (a cancel, or a trade at a level without one); False otherwise."""
-        if qty <= 0:
-            raise ValueError(f"bad liquidity removal {_SIDES[li]} {qty} @ {price}")
-        dq = self._queues[li].get(price)
-        if traded and dq:
-            for m in dq:
-                if m.order_id is not None:
-                    return False
-        debt = self._debt[li]
-        owed = debt.get(price, 0)
-        if traded and owed:
-            paid = owed if owed < qty else qty
-            qty -= paid
-            owed -= paid
-        if dq and qty:
-            removed = 0
-            if traded:  # crowd only: consume from the front
-                while dq and qty:
-                    m = dq[0]
-                    n = qty if qty < m.remaining else m.remaining
-                    m.remaining -= n
-                    qty -= n
-                    removed += n
-                    if not m.remaining:
-                        dq.popleft()
-            else:  # crowd leaves from the back, owned orders stay
-                for i in range(len(dq) - 1, -1, -1):
-                    m = dq[i]
-                    if m.order_id is not None:
-                        continue
-                    n = qty if qty < m.remaining else m.remaining
-                    m.remaining -= n
-                    qty -= n
-                    removed += n
-                    if not m.remaining:
-                        del dq[i]
-                    if not qty:
-                        break
-            if removed:
-                self.book.apply_delta(_SIDES[li], price, -removed)
-            if not dq:
-                del self._queues[li][price]
-        if not traded and owed and qty:
-            owed -= owed if owed < qty else qty
-        if owed:
-            debt[price] = owed
-        else:
-            debt.pop(price, None)
-        return True
-
-    def _trade_front(self, side: Side, li: int, price: int, dq: deque[RestingOrder], qty: int,
-                     fills: list[Fill], deltas: list[BookDelta], makers: list[OrderState]) -> int:
-        yes_price = price if li == 0 else S - price
-        ts = self.clock()
-        while dq and qty:
-            m = dq[0]
-            n = qty if qty < m.remaining else m.remaining
-            m.remaining -= n
-            qty -= n
-            deltas.append(self._delta(side, price, -n))
-            if m.order_id is not None:  # an agent order reached by the recorded trade: it fills
-                m.filled += n
-                fills.append(Fill(
-                    trade_id=self.ids(), ticker=self.ticker, taker_order_id=None, maker_order_id=m.order_id,
-                    taker_owner=None, maker_owner=m.owner, yes_price=Price(yes_price),
-                    no_price=Price(S - yes_price), count=Qty(n), taker_side=side.other, taker_action=_BUY,
-                    maker_side=m.side, maker_action=m.action, taker_outcome_side=side.other, ts=ts))
-                if not m.remaining:
-                    self._finish(m, OrderStatus.EXECUTED)
-                makers.append(self.state(m))
-            if not m.remaining:
-                dq.popleft()
-        return qty
-
-    def _cancel_back(self, side: Side, price: int, dq: deque[RestingOrder], qty: int,
-                     deltas: list[BookDelta]) -> int:
-        for i in range(len(dq) - 1, -1, -1):
-            m = dq[i]
-            if m.order_id is not None:
-                continue
-            n = qty if qty < m.remaining else m.remaining
-            m.remaining -= n
-            qty -= n
-            deltas.append(self._delta(side, price, -n))
-            if not m.remaining:
-                del dq[i]
-            if not qty:
-                break
-        return qty
+    # ------------------------------------------------------------------ close
 
     def close(self) -> tuple[list[OrderState], list[BookDelta]]:
         """Empty the book (market closed): cancel every owned order, drop all crowd volume."""
