@@ -1,32 +1,18 @@
-"""One collected market inside a shard: its book and its counters, and the views sent out of it."""
+"""One collected market inside a shard: its book and its counters (its views: collect.tops)."""
 
 from __future__ import annotations
 
-from kalshiflow.collect.messages import BookTop, MarketStats
+from kalshiflow.collect.messages import MarketStats
 from kalshiflow.market.book import OrderBook
-from kalshiflow.market.prices import PRICE_SCALE, PriceGrid
-from kalshiflow.market.types import Side
+from kalshiflow.market.prices import PriceGrid
 
-__all__ = ["MarketState", "book_top"]
+__all__ = ["MarketState"]
 
-_YES, _NO = Side.YES, Side.NO
-
-
-def book_top(
-    book: OrderBook, epoch: int, seq: int, received_ts_ns: int, exchange_ts_ms: int | None
-) -> BookTop:
-    no_bid = book.best_bid(_NO)
-    return BookTop(
-        ticker=book.ticker, epoch=epoch, seq=seq, valid=not book.invalid,
-        yes_bid=book.best_bid(_YES), yes_bid_size=book.best_bid_size(_YES),
-        yes_ask=None if no_bid is None else PRICE_SCALE - no_bid, yes_ask_size=book.best_bid_size(_NO),
-        received_ts_ns=received_ts_ns, exchange_ts_ms=exchange_ts_ms,
-    )
 
 
 class MarketState:
-    """Mutable and owned by the shard (the hot path updates the slots directly); ``stats`` and
-    ``top`` export immutable copies."""
+    """Mutable and owned by the shard (the hot path updates the slots directly); ``stats``
+    exports an immutable copy."""
 
     __slots__ = (
         "book", "active", "deltas", "snapshots", "trades", "gaps", "book_errors", "last_seq",
@@ -43,9 +29,6 @@ class MarketState:
         self.last_ts_ms: int | None = None
         self.lag_sum = self.lag_n = 0  # receive ms - exchange ts_ms, summed over deltas
         self.lag_max: int | None = None
-
-    def top(self, epoch: int) -> BookTop:
-        return book_top(self.book, epoch, self.last_seq or 0, self.last_recv_ns or 0, self.last_ts_ms)
 
     def stats(self) -> MarketStats:
         return MarketStats(
