@@ -9,7 +9,6 @@ from kalshiflow.market.prices import PriceGrid
 __all__ = ["MarketState"]
 
 
-
 class MarketState:
     """Mutable and owned by the shard (the hot path updates the slots directly); ``stats``
     exports an immutable copy."""
