@@ -25,6 +25,7 @@ tables directly; change them together. A property test checks the two paths agre
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import compress, islice
 
 from kalshiflow.market.prices import (
     LINEAR_CENT,
@@ -281,13 +282,23 @@ class OrderBook:
         ladder = self._ladder(side)
         prices = self.grid.prices
         sizes = ladder.sizes
-        out: list[tuple[int, int]] = []
         level = ladder.best_level()
-        while level >= 0 and len(out) < n:
-            if sizes[level]:
-                out.append((prices[level], sizes[level]))
-            level -= 1
-        return out
+        if level < 0 or n <= 0:
+            return []
+        # The non-empty levels from the best down, found in C (compress/islice), not a Python loop.
+        return [(prices[i], sizes[i]) for i in islice(compress(range(level, -1, -1), sizes[level::-1]), n)]
+
+    def top_levels(self, side: Side, n: int) -> tuple[int, list[int]]:
+        """(best bid or 0, sizes of up to ``n`` non-empty levels best first): ``depth`` for readers
+        that want the touch and the sizes only (the features' book summary, every step)."""
+        ladder = self._yes if side is _YES else self._no if side is _NO else self._ladder(side)
+        sizes = ladder.sizes
+        level = ladder.hi
+        if level >= 0 and not sizes[level]:
+            level = ladder.best_level()
+        if level < 0:
+            return 0, []
+        return self._prices[level], list(islice(filter(None, sizes[level::-1]), n))  # the scan in C
 
     def total_size(self, side: Side) -> int:
         return sum(self._ladder(side).sizes)

@@ -105,7 +105,7 @@ class FeeCalculator:
     rounds a (cumulative) numerator up to the schedule's step, in micro-dollars.
     """
 
-    __slots__ = ("schedule", "taker_num", "maker_num", "den", "step")
+    __slots__ = ("schedule", "taker_num", "maker_num", "den", "step", "_step_den", "_max_num")
 
     def __init__(self, schedule: FeeSchedule = DEFAULT_FEES) -> None:
         mult = schedule.multiplier()
@@ -123,6 +123,8 @@ class FeeCalculator:
         self.step = MONEY_PER_CENT if schedule.rounding == "cent" else MONEY_PER_CENT // 100
         # units / den = micro-dollars; the extra step factor makes rounding one ceil-division.
         self.den = common * _UNIT_DENOM
+        self._step_den = self.den * self.step  # money()'s divisor
+        self._max_num = max(self.taker_num, self.maker_num)  # max_units()'s coefficient
 
     def units(self, price: int, qty: int, is_taker: bool = True) -> int:
         """Exact fee numerator (over ``den``) for ``qty`` bought at ``price`` (its own leg)."""
@@ -130,8 +132,7 @@ class FeeCalculator:
 
     def money(self, units: int) -> Money:
         """Round an exact numerator up to the schedule's step (cent or $0.0001), micro-dollars."""
-        step_den = self.den * self.step
-        return Money(-((-units) // step_den) * self.step)
+        return Money(-((-units) // self._step_den) * self.step)
 
     def fee(self, price: int, qty: int, is_taker: bool = True) -> Money:
         return self.money(self.units(price, qty, is_taker))
@@ -143,7 +144,7 @@ class FeeCalculator:
         the worst price is min(limit, 0.5). Maker coefficients never exceed the taker's.
         """
         worst = limit_price if limit_price < _HALF else _HALF
-        return max(self.taker_num, self.maker_num) * qty * worst * (PRICE_SCALE - worst)
+        return self._max_num * qty * worst * (PRICE_SCALE - worst)
 
 
 _CALCULATORS: dict[FeeSchedule, FeeCalculator] = {}
@@ -184,15 +185,17 @@ class FeeAccumulator:
     order; a one-fill order pays exactly ``trade_fee``.
     """
 
-    __slots__ = ("calc", "units", "paid")
+    __slots__ = ("calc", "units", "paid", "_bound")
 
     def __init__(self, calc: FeeCalculator) -> None:
         self.calc = calc
         self.units = 0
         self.paid: Money = Money(0)
+        self._bound: tuple[int, int, Money] | None = None  # (limit, remaining, bound) since the last fill
 
     def charge(self, price: int, qty: int, is_taker: bool) -> Money:
         """Fee due for one more fill of this order (may be 0 when earlier rounding covered it)."""
+        self._bound = None
         self.units += self.calc.units(price, qty, is_taker)
         total = self.calc.money(self.units)
         due = total - self.paid
@@ -200,5 +203,11 @@ class FeeAccumulator:
         return Money(due)
 
     def bound(self, limit_price: int, remaining: int) -> Money:
-        """Most the order can still be charged if ``remaining`` more fills at <= ``limit_price``."""
-        return Money(self.calc.money(self.units + self.calc.max_units(limit_price, remaining)) - self.paid)
+        """Most the order can still be charged if ``remaining`` more fills at <= ``limit_price``.
+        Memoised until the next fill: the venue asks again after every change of the account."""
+        memo = self._bound
+        if memo is not None and memo[0] == limit_price and memo[1] == remaining:
+            return memo[2]
+        out = Money(self.calc.money(self.units + self.calc.max_units(limit_price, remaining)) - self.paid)
+        self._bound = (limit_price, remaining, out)
+        return out

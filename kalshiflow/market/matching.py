@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from kalshiflow.market import replay_liquidity
 from kalshiflow.market.book import OrderBook
@@ -292,12 +292,21 @@ class MatchingEngine:
         o = self._live.get(order_id)
         return None if o is None else self.state(o)
 
+    def live(self, order_id: str) -> RestingOrder | None:
+        """A resting order's live entry (do not mutate), or None: ``get`` without the snapshot."""
+        return self._live.get(order_id)
+
     def open_orders(self, owner: str) -> list[OrderState]:
         return [self.state(o) for o in self._by_owner.get(owner, {}).values()]
 
     def resting(self, owner: str) -> Iterator[RestingOrder]:
         """The owner's resting orders, oldest first (live objects: do not mutate)."""
         return iter(tuple(self._by_owner.get(owner, {}).values()))
+
+    def resting_view(self, owner: str) -> Iterable[RestingOrder]:
+        """``resting`` without the snapshot: iterate at once, changing nothing meanwhile."""
+        orders = self._by_owner.get(owner)
+        return () if orders is None else orders.values()
 
     def owners(self) -> list[str]:
         """Owners with resting orders in this market."""

@@ -164,6 +164,8 @@ class Venue:
             return res
         order = res.order
         assert order is not None
+        if order.status is not OrderStatus.RESTING and not res.fills and not res.makers:
+            return res  # nothing rested, filled or was cancelled: no fee, no collateral changed
         self._fees[order.order_id] = FeeAccumulator(mkt.calc)
         fills = self._book_fills(mkt, res.fills)
         if order.status is OrderStatus.RESTING:
@@ -185,16 +187,16 @@ class Venue:
                  reduce_to: int | None = None) -> CancelResult:
         ticker = self._order_ticker.get(order_id)
         mkt = self.markets.get(ticker) if ticker is not None else None
-        current = mkt.engine.get(order_id) if mkt is not None else None
+        current = mkt.engine.live(order_id) if mkt is not None else None  # no OrderState built
         if mkt is None or current is None or current.owner != owner:
             return CancelResult(error="not_found", message=f"no open order {order_id!r}")
         if mkt.status not in (TradingStatus.ACTIVE, TradingStatus.PAUSED):  # cancel-all must work when paused
             return CancelResult(error="market_closed", message=f"market {ticker} is {mkt.status.value}")
         if (reduce_by is None) == (reduce_to is None):
             return CancelResult(error="invalid_order", message="give exactly one of reduce_by / reduce_to")
-        by = reduce_by if reduce_by is not None else current.remaining_count - reduce_to  # type: ignore[operator]
-        if not 0 < by <= current.remaining_count:
-            msg = f"cannot reduce {current.remaining_count} by {by}"
+        by = reduce_by if reduce_by is not None else current.remaining - reduce_to  # type: ignore[operator]
+        if not 0 < by <= current.remaining:
+            msg = f"cannot reduce {current.remaining} by {by}"
             return CancelResult(error="invalid_order", message=msg)
         state, reduced, deltas = mkt.engine.decrease(order_id, reduce_by=by)
         if state.status is not OrderStatus.RESTING:
@@ -344,19 +346,23 @@ class Venue:
     def _netting_caps(self, owner: str, mkt: Market, pf: Portfolio) -> list[int]:
         """Holding still nettable per ladder [YES, NO] after older resting orders' claims."""
         pos = pf.position(mkt.ticker)
-        caps = [max(0, -pos), max(0, pos)]  # YES bids net a NO holding and vice versa
-        for o in mkt.engine.resting(owner):
-            caps[o.li] -= min(o.remaining, caps[o.li])
+        caps = [-pos if pos < 0 else 0, pos if pos > 0 else 0]  # YES bids net a NO holding and vice versa
+        for o in mkt.engine.resting_view(owner):
+            c, rem = caps[o.li], o.remaining
+            caps[o.li] = c - (rem if rem < c else c)
         return caps
 
     def _requirement(self, owner: str, mkt: Market, pf: Portfolio) -> int:
         pos = pf.position(mkt.ticker)
-        caps = [max(0, -pos), max(0, pos)]
+        caps = [-pos if pos < 0 else 0, pos if pos > 0 else 0]
         total = 0
-        for o in mkt.engine.resting(owner):
-            net = min(o.remaining, caps[o.li])
-            caps[o.li] -= net
-            total += o.lprice * (o.remaining - net) + self._fees[o.order_id].bound(o.lprice, o.remaining)  # type: ignore[index]
+        fees = self._fees
+        for o in mkt.engine.resting_view(owner):
+            li, rem, lp = o.li, o.remaining, o.lprice
+            c = caps[li]
+            net = rem if rem < c else c
+            caps[li] = c - net
+            total += lp * (rem - net) + fees[o.order_id].bound(lp, rem)  # type: ignore[index]
         return total
 
     def _update_reserve(self, owner: str, mkt: Market) -> None:

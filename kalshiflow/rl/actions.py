@@ -148,7 +148,11 @@ class ActionTable:
         for i, (k, li, is_take, size) in enumerate(self._rows):
             if k >= ActionKind.BUY:
                 groups.setdefault((k, li, is_take), []).append((i, size))
-        self._groups = [(k, li, t, sorted(m, key=lambda x: x[1])) for (k, li, t), m in groups.items()]
+        self._groups = [(k == ActionKind.SELL, li, t, sorted(m, key=lambda x: x[1]))
+                        for (k, li, t), m in groups.items()]
+        self._fee1: tuple[FeeCalculator, int] | None = None  # (calculator, its fee1 in mask)
+        self._lp_grid: PriceGrid | None = None  # ladder_prices memo of this grid: (yes, no) -> prices
+        self._lp: dict[tuple[int, int], tuple[int, int, int, int]] = {}
 
     def index(self, name: str) -> int:
         try:
@@ -180,19 +184,29 @@ class ActionTable:
         for li, _lp, rem in orders:  # oldest first claim the holding, as the Venue does
             resting[li] += rem
             caps[li] -= rem if rem < caps[li] else caps[li]
-        take0, take1, join0, join1 = ladder_prices(yes_bid, no_bid, grid)
+        if grid is not self._lp_grid:
+            self._lp_grid, self._lp = grid, {}
+        lps = self._lp.get((yes_bid, no_bid))
+        if lps is None:
+            if len(self._lp) > 65536:
+                self._lp.clear()
+            lps = self._lp[(yes_bid, no_bid)] = ladder_prices(yes_bid, no_bid, grid)
+        take0, take1, join0, join1 = lps
         prices = ((take0, join0), (take1, join1))
         held = (pos, -pos)  # holding of the side each ladder buys (negative: long the other side)
         available = acct.available
         can_rest = len(orders) < max_open_orders
-        fee1 = fees.money(fees.max_units(S // 2, QTY_SCALE))  # >= per-contract fee at any price
-        for kind, li, is_take, members in self._groups:
+        memo = self._fee1
+        if memo is None or memo[0] is not fees:  # fee1 >= per-contract fee at any price
+            memo = self._fee1 = (fees, fees.money(fees.max_units(S // 2, QTY_SCALE)))
+        fee1 = memo[1]
+        for is_sell, li, is_take, members in self._groups:
             lp = prices[li][0 if is_take else 1]
             if not lp or not (is_take or can_rest):
                 continue
             cap = caps[li]
             for i, size in members:
-                if kind == ActionKind.SELL:
+                if is_sell:
                     if not cap:
                         break
                     count = size if size < cap else cap

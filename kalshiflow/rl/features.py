@@ -127,17 +127,11 @@ def check_schema(artifact_hash: str, current_hash: str, *, what: str = "model") 
 
 def book_top(book: OrderBook) -> tuple[int, int, int, int, int, int, int, int]:
     """(yes_bid, no_bid, yes top-1/3/5 Qty, no top-1/3/5 Qty); bids 0 when a ladder is empty."""
-    out = [0, 0, 0, 0, 0, 0, 0, 0]
-    for k, side in ((0, Side.YES), (1, Side.NO)):
-        levels = book.depth(side, DEPTH_LEVELS)
-        if not levels:
-            continue
-        out[k] = levels[0][0]
-        sizes = [size for _, size in levels]
-        out[2 + 3 * k] = sizes[0]
-        out[3 + 3 * k] = sum(sizes[:3])
-        out[4 + 3 * k] = sum(sizes)
-    return tuple(out)  # type: ignore[return-value]
+    yb, ys = book.top_levels(Side.YES, DEPTH_LEVELS)
+    nb, ns = book.top_levels(Side.NO, DEPTH_LEVELS)
+    y1 = ys[0] if ys else 0
+    n1 = ns[0] if ns else 0
+    return (yb, nb, y1, sum(ys[:3]), sum(ys), n1, sum(ns[:3]), sum(ns))
 
 
 EMPTY_TOP = (0, 0, 0, 0, 0, 0, 0, 0)
@@ -181,8 +175,9 @@ class FeatureState:
 
     def on_book(self, ts: float, book: OrderBook) -> None:
         """Call after every change of the book (recorded deltas, own orders, snapshots)."""
-        yes = book.best_bid(Side.YES) or 0
-        no = book.best_bid(Side.NO) or 0
+        yes, no = book.best_bids()
+        yes = yes or 0
+        no = no or 0
         self._book = book
         self._dirty = True
         self.last_book_ts = ts
@@ -236,7 +231,9 @@ class FeatureState:
     @property
     def top(self) -> tuple[int, int, int, int, int, int, int, int]:
         if self._dirty:
-            self._top = book_top(self._book)  # type: ignore[arg-type]
+            top = book_top(self._book)  # type: ignore[arg-type]
+            if top != self._top:  # unchanged: keep the object, so identity-keyed caches still hit
+                self._top = top
             self._dirty = False
         return self._top
 
@@ -323,7 +320,7 @@ def market_features(state: FeatureState, now: float, close_time: float) -> list[
     state._expire(now)
     top = state.top
     cache = state._cache
-    if cache is None or cache[0] is not top:
+    if cache is None or (cache[0] is not top and cache[0] != top):
         cache = state._cache = (top, _book_features(top))
     f = cache[1].copy()
     f.insert(7, 1.0 if state.valid else 0.0)
