@@ -179,6 +179,7 @@ class Trader:
         f = notice.fill
         self.tracker.on_fill(f.order_id, f.count)  # None when not open here (flatten, closed): still counted
         self.gate.record_fill(f.notional)
+        self._save_risk_day()  # today's volume as of this fill survives a crash right after it
         self.c.fill(f, time.time())
         if not self._refreshing:
             self._refreshing = True
