@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -51,7 +52,7 @@ class _Subscriber:
         self.tickers = tickers  # None = every market of the collector
         # ticker -> the view to send, or None: build it when the call starts (the newest state).
         self.pending: dict[str, BookTop | None] = {}
-        self.trades: dict[str, list[RecTrade]] = {}  # ticker -> trades not sent yet, oldest first
+        self.trades: dict[str, deque[RecTrade]] = {}  # ticker -> trades not sent yet, oldest first
         self.busy = False  # a call in flight, or the next one waiting for min_interval_s
         self.failures = 0
         self.sent = 0
@@ -101,11 +102,12 @@ class Fanout:
                 sub.pending.update((t, None) for t in changed if t in wanted)
             for ticker, trade in trades:
                 if wanted is None or ticker in wanted:
-                    queue = sub.trades.setdefault(ticker, [])
+                    queue = sub.trades.get(ticker)
+                    if queue is None:
+                        queue = sub.trades[ticker] = deque(maxlen=_MAX_TRADES)
+                    elif len(queue) == _MAX_TRADES:
+                        self.trades_dropped += 1  # the append below pushes the oldest out
                     queue.append(trade)
-                    if len(queue) > _MAX_TRADES:
-                        del queue[0]
-                        self.trades_dropped += 1
             if (sub.pending or sub.trades) and not sub.busy:
                 self._start(sub)
 

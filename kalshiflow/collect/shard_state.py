@@ -11,7 +11,7 @@ it produces
   ``resync`` (unsubscribe + subscribe) or ``reconnect`` when recovery stalls, ``drop`` for
   markets that closed;
 - which markets changed (:attr:`changed`, :meth:`take_changed`) and their book views for
-  subscribers (:meth:`view`, :meth:`take_tops`; kalshiflow.collect.tops), and stats.
+  subscribers (:meth:`view`; kalshiflow.collect.tops), and stats.
 
 Sequence handling (kalshi-protocol.md §1.8): ``seq`` is per sid and shared by every market on it,
 so a hole invalidates EVERY book on that sid. Each book is replaced wholesale by its next
@@ -390,10 +390,6 @@ class ShardState:
         """The market's book view now (top + best levels); None for a market not collected."""
         m = self._markets.get(ticker)
         return market_view(m, self.epoch) if m is not None and m.active else None
-
-    def take_tops(self) -> dict[str, BookTop]:
-        """Book view of every market changed since the last call."""
-        return {t: v for t in self.take_changed() if (v := self.view(t)) is not None}
 
     def sequencer_counts(self) -> dict[str, int]:
         return self._seq.summary()

@@ -34,7 +34,7 @@ import numpy as np
 
 from kalshiflow.market.types import TimeInForce
 from kalshiflow.rl.actions import DEFAULT_SIZES, AccountView, ActionKind, ActionTable, CancelAll
-from kalshiflow.rl.features import DEPTH_LEVELS, Observer
+from kalshiflow.rl.features import Observer
 from kalshiflow.trading import PortfolioView
 from kalshiflow.trading.feed import BookUpdate, Levels, MarketFeed, MarketMeta
 from kalshiflow.trading.orders import CancelOrder, ClientOrderIds, OrderCommand, OrderTracker, PlaceOrder
@@ -163,11 +163,11 @@ class DecisionEngine:
 
     def shallow(self, tickers: Iterable[str]) -> list[str]:
         """Of these markets, those whose valid book is not known as deep as the observation reads
-        (DEPTH_LEVELS a side; the mark behind own orders reads two at most): the ladders to fetch
-        from the collector before observing them. Collectors send that many with every update."""
+        (``MarketFeed.depth_complete``): the ladders to fetch from the collector before observing
+        them. Collectors send that many levels with every update."""
         feeds = self.feeds
         return [t for t in tickers
-                if (f := feeds.get(t)) is not None and f.depth < DEPTH_LEVELS and f.state.valid]
+                if (f := feeds.get(t)) is not None and not f.depth_complete and f.state.valid]
 
     def present(self, tickers: Iterable[str]) -> list[str]:
         """Those still traded: a cycle that awaited (ladders, the policy) may find a market retired."""

@@ -90,10 +90,12 @@ def test_deltas_update_the_book_and_tops() -> None:
     book = s.book(A)
     assert book is not None and not book.invalid
     assert book.levels(Side.YES) == [(4000, 1000), (4500, 500), (4600, 100)]
-    tops = s.take_tops()
-    assert tops[A].yes_bid == 4600 and tops[A].yes_ask == 5000 and tops[A].valid and tops[A].seq == 3
-    assert tops[B].yes_ask is None  # the NO side emptied
-    assert s.take_tops() == {}
+    assert sorted(s.take_changed()) == [A, B]
+    a, b = s.view(A), s.view(B)
+    assert a is not None and b is not None
+    assert a.yes_bid == 4600 and a.yes_ask == 5000 and a.valid and a.seq == 3
+    assert b.yes_ask is None  # the NO side emptied
+    assert s.take_changed() == []
 
 
 def test_views_carry_the_best_levels_the_observation_reads() -> None:
