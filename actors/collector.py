@@ -30,6 +30,7 @@ from typing import Any
 import ray
 
 from kalshiflow.collect import selection
+from kalshiflow.collect.book_link import BookLinks, LinkEndpoint
 from kalshiflow.collect.epochs import EpochClock
 from kalshiflow.collect.fanout import Fanout
 from kalshiflow.collect.messages import BookTop, CollectorSpec, CollectorStats
@@ -103,6 +104,20 @@ def _frame_handler(collector: Any) -> Callable[[bytes, int], Any]:
     return handle
 
 
+async def _link_endpoint(handle: Any) -> LinkEndpoint | None:
+    """The subscriber's book link (kalshiflow.collect.book_link), None when it offers none."""
+    try:
+        method = handle.book_link
+    except AttributeError:
+        return None
+    endpoint: LinkEndpoint | None = await method.remote()
+    return endpoint
+
+
+async def _ray_books(handle: Any, updates: list[BookTop]) -> object:
+    return await handle.on_books.remote(updates)
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class Collector:
     def __init__(self, spec: CollectorSpec) -> None:
@@ -122,7 +137,8 @@ class Collector:
             self._send_batch, max_inflight=cfg.max_inflight_batches, backoff_s=cfg.retry_backoff_s,
             backoff_max_s=cfg.retry_backoff_max_s,
         )
-        self._fanout = Fanout(self._send_books, self._state.view,
+        self._links = BookLinks(_link_endpoint, _ray_books, ray.get_runtime_context().get_node_id())
+        self._fanout = Fanout(self._links.send, self._state.view,
                               min_interval_s=cfg.publish_interval_ms / 1000)
         self._flush_rows = max(1, cfg.max_batch_rows)
         self._interval = max(0.001, cfg.batch_interval_ms / 1000)
@@ -297,9 +313,6 @@ class Collector:
             self._wq = ray.get_actor(self.spec.writequeue, namespace=self.spec.namespace)
         return await self._wq.enqueue.remote(batch_id, rows)
 
-    async def _send_books(self, handle: Any, updates: list[BookTop]) -> object:
-        return await handle.on_books.remote(updates)
-
     # ------------------------------------------------------------------ actor API
 
     async def ready(self, timeout: float | None = None) -> bool:
@@ -370,6 +383,7 @@ class Collector:
         return True
 
     async def remove_subscriber(self, handle: Any) -> bool:
+        self._links.forget(handle)
         return self._fanout.remove(handle)
 
     def _current_tops(self) -> dict[str, BookTop]:
@@ -436,6 +450,7 @@ class Collector:
             if self._rest is not None:
                 await self._rest.close()
             await self._fanout.close()
+            self._links.close()
         self._tick()
         if not await self._shipper.drain(timeout):
             log.error("collector %s: %d rows still unacknowledged after %.0fs", self.spec.collector_id,

@@ -9,8 +9,9 @@ handle, named-actor handles), the timers and the row sink; every decision is mad
 
 Inputs, by message: ``on_books(list[BookTop])`` from the collectors (top of book and the best
 levels the observation reads; the whole ladders are asked from the collector only for an
-update that came without them), ``on_fill(FillNotice)`` from the PositionReconciler, whose
-``portfolio()`` is the account the Trader trades on.
+update that came without them; by the book link's TCP stream when the collector can reach it,
+else by Ray call), ``on_fill(FillNotice)`` from the PositionReconciler, whose ``portfolio()`` is
+the account the Trader trades on.
 
 Latency: an update that makes markets due starts a decision cycle at once, inside ``on_books``
 (not on a timer); up to ``_MAX_CYCLES`` cycles overlap (each waits on its own PolicyServer
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import ray
 
+from kalshiflow.collect.book_link import LOOPBACK, LinkEndpoint, LinkServer
 from kalshiflow.collect.messages import BookTop
 from kalshiflow.protocol.auth import Signer
 from kalshiflow.protocol.rest_client import KalshiRestClient
@@ -90,6 +92,8 @@ class Trader:
         self._stopped = False
         self._ready = asyncio.Event()
         loop = asyncio.get_running_loop()
+        self.link = LinkServer(self._apply_books)
+        self._link = loop.create_task(self._open_link())
         loops = (self._start, self._decide_loop, self._housekeeping, self._persist_loop)
         self._loops = [loop.create_task(f(), name=f.__name__) for f in loops]
 
@@ -159,7 +163,27 @@ class Trader:
 
     # ------------------------------------------------------------------ inputs
 
+    async def _open_link(self) -> LinkEndpoint | None:
+        mode = self.spec.trader.book_link
+        if mode == "off":
+            return None
+        host = LOOPBACK if mode == "loopback" else ray.util.get_node_ip_address()
+        return await self.link.start(host, ray.get_runtime_context().get_node_id())
+
+    async def book_link(self) -> LinkEndpoint | None:
+        """Where collectors stream ``on_books`` views to (kalshiflow.collect.book_link); None:
+        by Ray calls. A failed listen is logged and means Ray calls too."""
+        try:
+            return await asyncio.shield(self._link)
+        except OSError as err:
+            log.warning("trader: book link not listening (%r): collectors use Ray calls", err)
+            return None
+
     async def on_books(self, updates: list[BookTop]) -> None:
+        """Book views by Ray call (collectors without a link to us); see :meth:`_apply_books`."""
+        self._apply_books(updates)
+
+    def _apply_books(self, updates: list[BookTop]) -> None:
         """Collector book updates (coalesced per market, with the levels the observation reads),
         applied at once; a decision cycle for the markets they make due starts right here."""
         wall, arrived = time.time(), time.time_ns()
@@ -268,6 +292,7 @@ class Trader:
         batch = ActBatch(obs=np.stack([c.obs for c in cands]), mask=np.stack([c.mask for c in cands]),
                          schema_hash=self.engine.schema_hash)
         self.c.policy_calls += 1
+        t0 = time.perf_counter()
         try:
             reply = await self.src.act(batch, self.spec.trader.policy_timeout_s)
         except Exception as err:  # noqa: BLE001 - dead replica, Serve down, timeout: all HOLD
@@ -276,6 +301,7 @@ class Trader:
             self.c.policy_available = False
             self.c.policy_last_error = f"{type(err).__name__}: {err}"[:300]
             return {c.decision_id: (0, NO_MODEL, "unavailable", self.c.policy_last_error) for c in cands}
+        self.c.policy_ms.append((time.perf_counter() - t0) * 1e3)
         if not self.c.policy_available:
             log.info("trader: PolicyServer answers again")
         self.c.policy_available = True
@@ -400,7 +426,8 @@ class Trader:
     async def stats(self) -> TraderStats:
         return build_stats(self.c, self.engine, self.tracker.n, environment=self.spec.environment,
                            open_orders=len(self.tracker), rest_connected=self.router.rest_ok,
-                           rows_unacked=self.sink.pending)
+                           rows_unacked=self.sink.pending,
+                           link=(self.link.connections, self.link.frames))
 
     async def trader_state(self) -> TraderStateView:
         return build_state(self.c, self.engine, self.view, self.tracker.open_orders(), self.tracker.n,
@@ -413,7 +440,8 @@ class Trader:
         """Recent samples (ms) by stage (kalshiflow.trading.state.Counters): ``ack`` is the whole
         way, collector receive -> exchange ack. ``reset`` starts a fresh window (benchmarks)."""
         c = self.c
-        rings = {"ack": c.ack_ms, "delivery": c.delivery_ms, "decision": c.decision_ms, "rest": c.rest_ms}
+        rings = {"ack": c.ack_ms, "delivery": c.delivery_ms, "decision": c.decision_ms,
+                 "policy": c.policy_ms, "rest": c.rest_ms}
         out = {k: list(v) for k, v in rings.items()}
         if reset:
             for ring in rings.values():
@@ -440,5 +468,6 @@ class Trader:
                 self.gate.shutdown()
         left = await self.router.cancel_all("shutdown", in_flight=list(self._tasks), timeout=timeout / 2)
         flushed = await self.flush(timeout / 2)
+        await self.link.close()
         await self.rest.close()
         return {"open_orders": left, "rows_flushed": flushed, "decisions": self.c.decisions}

@@ -203,6 +203,10 @@ class TraderConfig(_Section):
     # Ask the collector for the ladders when an update carries fewer levels than the observation
     # reads (collectors publish the best 5 a side with every update: only a top-only sender).
     fetch_depth: bool = True
+    # How collectors deliver book views (kalshiflow.collect.book_link): "loopback" = a TCP stream
+    # on 127.0.0.1 from collectors on this node (others use Ray calls); "node" = on the node's
+    # address, for collectors anywhere in the cluster; "off" = Ray calls only (~2 ms more a hop).
+    book_link: Literal["loopback", "node", "off"] = "loopback"
     # --- housekeeping ---
     portfolio_refresh_s: float = 0.25  # PositionReconciler.portfolio() poll
     order_sync_s: float = 5.0  # REST resting-order sync (adopt leftovers, close vanished)

@@ -21,7 +21,9 @@ order's physical floor from this process), and one ``act_batch`` call to the Pol
 Targets (DESIGN.md §5): p50 <= 5 ms, p99 <= 25 ms. ``stages`` splits the way: ``delivery``
 (collector receive -> the Trader has the update: one Ray call, plus the wait while the previous
 call to the Trader is in flight), ``decision`` (update applied -> verdict: observation and the
-Serve round trip) and ``rest`` (the create round trip). ``--publish-ms`` > 0 spaces the
+Serve round trip; ``policy`` is that round trip alone) and ``rest`` (the create round trip).
+``book_link_frames``: view batches that reached the Trader over the book link (the rest by Ray
+call). ``--publish-ms`` > 0 spaces the
 collectors' calls to the Trader (``collector.publish_interval_ms``); ``--batch-ms`` is the row
 batch interval, which no longer delays book updates.
 """
@@ -175,13 +177,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 elapsed = time.monotonic() - t0
                 await h.quiesce(0.2)
                 result |= _pct(samples["ack"])
-                result["stages"] = {k: _pct(samples[k]) for k in ("delivery", "decision", "rest")}
+                result["stages"] = {k: _pct(samples[k]) for k in ("delivery", "decision", "policy", "rest")}
                 result["decisions_per_s"] = round((s.decisions - d0) / elapsed, 1)
                 result["orders_acked"] = s.orders_acked
                 result["policy_errors"] = s.policy_errors
                 result["holds_policy_unavailable"] = s.holds_policy_unavailable
                 result["refusals"] = s.refusals
                 result["depth_unavailable"] = s.depth_unavailable
+                result["book_link_frames"] = s.book_link_frames
                 await trader.shutdown.remote(20.0)
                 await coll.stop()
     finally:

@@ -83,7 +83,7 @@ class Sources:
             # per call (the default runs it on a separate loop: ~25 % of the Trader's CPU, and
             # milliseconds of latency on a busy machine).
             handle._init(_run_router_in_separate_loop=False)
-            self._policy = handle
+            self._policy = handle.options(_by_reference=False)
         return self._policy
 
     async def act(self, batch: ActBatch, timeout: float) -> ActBatchReply:

@@ -56,10 +56,13 @@ class TraderStats(msgspec.Struct, frozen=True, kw_only=True):
     rest_connected: bool
     delivery_latency_ms: dict[str, float]  # p50 / p99: collector received the frame -> Trader has it
     decision_latency_ms: dict[str, float]  # p50 / p99: update applied -> verdict
+    policy_latency_ms: dict[str, float]  # p50 / p99: the PolicyServer round trip (part of the decision)
     rest_latency_ms: dict[str, float]  # p50 / p99: REST create round trip
     ack_latency_ms: dict[str, float]  # p50 / p99: collector received the frame -> exchange ack
     rows_unacked: int
     last_error: str | None
+    book_link_connections: int = 0  # collectors streaming views over the book link now
+    book_link_frames: int = 0  # view batches received that way (the rest came by Ray call)
 
 
 class PositionRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -152,6 +155,7 @@ class Counters:
         # the whole way, collector receive -> exchange ack.
         self.delivery_ms: deque[float] = deque(maxlen=window)
         self.decision_ms: deque[float] = deque(maxlen=window)
+        self.policy_ms: deque[float] = deque(maxlen=window)
         self.rest_ms: deque[float] = deque(maxlen=window)
         self.ack_ms: deque[float] = deque(maxlen=window)
         self.fills: deque[FillRow] = deque(maxlen=fills)
@@ -213,7 +217,8 @@ def _marks(engine: DecisionEngine, view: PortfolioView) -> dict[str, int | None]
 
 
 def build_stats(c: Counters, engine: DecisionEngine, tracker_n: dict[str, int], *, environment: str,
-                open_orders: int, rest_connected: bool, rows_unacked: int) -> TraderStats:
+                open_orders: int, rest_connected: bool, rows_unacked: int, link: tuple[int, int] = (0, 0)
+                ) -> TraderStats:
     risk = engine.gate
     return TraderStats(
         environment=environment, markets=len(engine.feeds),
@@ -232,7 +237,9 @@ def build_stats(c: Counters, engine: DecisionEngine, tracker_n: dict[str, int], 
         policy_last_error=c.policy_last_error, model_version=c.model_version, schema_hash=engine.schema_hash,
         risk_mode=risk.mode.value, risk_reason=risk.mode_reason, rest_connected=rest_connected,
         delivery_latency_ms=_pcts(c.delivery_ms), decision_latency_ms=_pcts(c.decision_ms),
+        policy_latency_ms=_pcts(c.policy_ms),
         rest_latency_ms=_pcts(c.rest_ms), ack_latency_ms=_pcts(c.ack_ms), rows_unacked=rows_unacked,
+        book_link_connections=link[0], book_link_frames=link[1],
         last_error=c.last_error)
 
 

@@ -134,6 +134,8 @@ async def test_trading_reload_refusal_failover_kill_and_reconcile(db_url: str, d
         await until(lambda: served(v1))
         s = await until(lambda: _has(stats, lambda s: s.orders_acked >= 8 and s.orders_cancelled >= 4), 60)
         assert s.model_version == v1 and s.markets == 4
+        # Book views came over the book link (TCP), one connection per collector, not by Ray call.
+        assert s.book_link_frames > 0 and s.book_link_connections == len(pt.collection.collectors), s
         assert set(s.actions) <= {"hold", "cancel_all", "buy_yes_join_1", "buy_no_join_1"}
 
         # 2. Kill switch with orders resting: halted, every order cancelled on the exchange.
@@ -161,6 +163,8 @@ async def test_trading_reload_refusal_failover_kill_and_reconcile(db_url: str, d
         await pt.collection.add_subscriber(trader, list(pt.collection.markets))  # a no-op if still there
         await reconciler.add_subscriber.remote(trader, "on_fill")
         assert await trader.set_mode.remote("active", "e2e resume") == "active"
+        # The collectors found the new Trader's link (a new port and token) by themselves.
+        await until(lambda: _has(stats, lambda s: s.book_link_frames > 0), 20)
 
         # 3. A collector loses its connection (killed; Ray restarts it): the orders resting in its
         #    markets are cancelled; trading there resumes when its data flows again. A policy that
