@@ -65,6 +65,10 @@ class ExchangeConfig(_Section):
     # api.elections.kalshi.com, what most clients use) or "external" (external-api*.kalshi.co(m),
     # Kalshi's recommended hosts since spring 2026). Ignored for the simulator and for overrides.
     kalshi_hosts: Literal["shared", "external"] = "shared"
+    # Order creates use signatures made ahead (RSA-PSS costs ~1 ms of CPU), each once and while its
+    # timestamp is at most this old (kalshiflow.protocol.auth.Presigner); 0 = sign every request
+    # as it is sent.
+    presign_max_age_ms: int = 1000
 
 
 class SimulatorConfig(_Section):

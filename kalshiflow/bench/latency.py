@@ -104,7 +104,7 @@ async def _serve_baseline(handle: Any, n_features: int, n_actions: int, n: int) 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
-    from actors.policy_server import deploy_policy_server
+    from actors.policy_server import deploy_policy_server, fast_policy_handle
     from actors.trader import Trader
     from kalshiflow.bench.ingest import _bench_database  # the same throwaway-database helper
     from kalshiflow.collect.run import start_collection
@@ -151,11 +151,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         async with _bench_database(config) as url:
             sim_config = SimulatorConfig(generator=False, rate_limit=False)
             async with Harness(args.markets, sim_config=sim_config) as h:
-                policy = deploy_policy_server(msgspec.structs.replace(
+                deploy_policy_server(msgspec.structs.replace(
                     policy_config(config, str(registry.root), APP), max_ongoing_requests=256))
                 result["rest_create_round_trip"] = await _rest_baseline(h.sim, h.tickers[0], args.baseline_n)
+                n_actions = ActionTable(tuple(config.trader.sizes)).n
                 result["serve_act_batch_round_trip"] = await _serve_baseline(
-                    policy, N_FEATURES, ActionTable(tuple(config.trader.sizes)).n, args.baseline_n)
+                    fast_policy_handle(APP), N_FEATURES, n_actions, args.baseline_n)
                 endpoints = Endpoints(environment="simulator", rest_url=h.sim.rest_url, ws_url=h.sim.ws_url)
                 coll = await start_collection(config, endpoints, credentials=h.credentials, db_url=url,
                                               markets=h.tickers, supervise=False)

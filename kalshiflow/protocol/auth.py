@@ -14,6 +14,7 @@ import base64
 import binascii
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ __all__ = [
     "ACCESS_SIGNATURE_HEADER",
     "ACCESS_TIMESTAMP_HEADER",
     "AuthError",
+    "Presigner",
     "Signer",
     "Verifier",
     "auth_headers",
@@ -195,6 +197,9 @@ class Signer:
     def key_id(self) -> str:
         return self._key_id
 
+    def now_ms(self) -> int:
+        return self._clock_ms()
+
     def headers(self, method: str, path_or_url: str, *, timestamp_ms: int | None = None) -> dict[str, str]:
         ts = self._clock_ms() if timestamp_ms is None else timestamp_ms
         return auth_headers(self._key_id, self._key, method, path_or_url, ts)
@@ -205,6 +210,52 @@ class Signer:
     def __reduce__(self) -> tuple[object, ...]:
         # Refuse pickling: a Signer must never travel in a message or land in a checkpoint.
         raise TypeError("Signer holds a private key and cannot be pickled; send Credentials instead")
+
+
+class Presigner:
+    """Auth headers for one hot route (placing orders), signed before they are needed.
+
+    An RSA-PSS signature costs ~1 ms of CPU: made in a quiet moment (while the previous request is
+    on the wire, or on a timer) instead of on an order's way, it comes off the decision -> ack
+    latency. Each signature is used once, and only while its timestamp is at most ``max_age_ms``
+    old (Kalshi checks the timestamp against its clock; the window is undocumented, and a second is
+    far inside any clock skew a client must tolerate: reference/kalshi-protocol.md, auth).
+    """
+
+    __slots__ = ("_signer", "method", "path", "max_age_ms", "depth", "_ready", "made", "used", "expired")
+
+    def __init__(self, signer: Signer, method: str, path: str, *, max_age_ms: int = 1000,
+                 depth: int = 2) -> None:
+        self._signer = signer
+        self.method, self.path = method.upper(), path
+        self.max_age_ms, self.depth = max_age_ms, max(1, depth)
+        self._ready: deque[tuple[int, dict[str, str]]] = deque()  # (timestamp ms, headers), oldest first
+        self.made = self.used = self.expired = 0
+
+    def _drop_stale(self, now: int) -> None:
+        ready = self._ready
+        while ready and now - ready[0][0] > self.max_age_ms:
+            ready.popleft()
+            self.expired += 1
+
+    def take(self) -> dict[str, str] | None:
+        """A fresh signature made earlier (removed from the pool), or None: sign now."""
+        self._drop_stale(self._signer.now_ms())
+        if not self._ready:
+            return None
+        self.used += 1
+        return self._ready.popleft()[1]
+
+    def refill(self) -> int:
+        """Sign until ``depth`` fresh signatures wait; returns how many were made."""
+        now = self._signer.now_ms()
+        self._drop_stale(now)
+        made = 0
+        while len(self._ready) < self.depth:
+            self._ready.append((now, self._signer.headers(self.method, self.path, timestamp_ms=now)))
+            made += 1
+        self.made += made
+        return made
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

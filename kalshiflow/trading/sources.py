@@ -76,14 +76,9 @@ class Sources:
 
     def policy(self) -> Any:
         if self._policy is None:
-            from ray import serve
+            from actors.policy_server import fast_policy_handle
 
-            handle = serve.get_app_handle(self.spec.policy_app)
-            # The router on this actor's own event loop: no hop to Serve's router thread and back
-            # per call (the default runs it on a separate loop: ~25 % of the Trader's CPU, and
-            # milliseconds of latency on a busy machine).
-            handle._init(_run_router_in_separate_loop=False)
-            self._policy = handle.options(_by_reference=False)
+            self._policy = fast_policy_handle(self.spec.policy_app)
         return self._policy
 
     async def act(self, batch: ActBatch, timeout: float) -> ActBatchReply:

@@ -153,3 +153,30 @@ def test_key_loading_helpers_and_no_leaks(key):
     bad = Credentials(api_key_id="x", private_key_pem=Secret("garbage"))
     with pytest.raises(ValueError):
         Signer.from_credentials(bad)
+
+
+def test_presigned_headers_verify_are_used_once_and_expire(key):
+    from kalshiflow.protocol.auth import Presigner
+
+    clock = [TS]
+    signer = Signer("kid", key, clock_ms=lambda: clock[0])
+    pool = Presigner(signer, "post", "/trade-api/v2/portfolio/orders", max_age_ms=1000, depth=2)
+    assert pool.take() is None  # nothing signed yet: the caller signs inline
+    assert pool.refill() == 2 and pool.refill() == 0
+    clock[0] += 400
+    first, second = pool.take(), pool.take()
+    assert first is not None and second is not None and first is not second
+    assert pool.take() is None and pool.used == 2  # each signature goes out once
+    verifier = Verifier({"kid": key.public_key()}, max_skew_s=5, clock_ms=lambda: clock[0])
+    for headers in (first, second):
+        assert headers[ACCESS_TIMESTAMP_HEADER] == str(TS)
+        assert verifier.verify("POST", "/trade-api/v2/portfolio/orders", headers) == "kid"
+        with pytest.raises(AuthError):  # bound to its route like any signature
+            verifier.verify("POST", "/trade-api/v2/portfolio/balance", headers)
+    # Older than max_age: dropped, never sent; refill replaces it with a fresh one.
+    pool.refill()
+    clock[0] += 1001
+    assert pool.take() is None and pool.expired == 2
+    assert pool.refill() == 2
+    fresh = pool.take()
+    assert fresh is not None and fresh[ACCESS_TIMESTAMP_HEADER] == str(clock[0])

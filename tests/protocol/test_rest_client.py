@@ -10,6 +10,7 @@ import time
 from collections import deque
 from typing import Any
 
+import msgspec
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -391,6 +392,24 @@ async def test_create_cancel_and_duplicate_handling(server):
         assert cancel.reduced_by == 1000 and cancel.order.status is OrderStatus.CANCELED
         with pytest.raises(NotFound):
             await client.cancel_order("missing")
+
+
+async def test_creates_use_presigned_signatures_off_the_request_path(server):
+    client, _ = make_client(server)
+    async with client:
+        for i in range(4):
+            req = rm.OrderRequest(ticker="M-3", side=Side.YES, action=Action.BUY, count=100, price=1000 + i,
+                                  client_order_id=f"pre-{i}")
+            assert (await client.create_order(req)).client_order_id == f"pre-{i}"  # the fake verified it
+        pool = client._presigned[("POST", PREFIX + "/portfolio/orders")]
+        assert pool.used == 3  # the first create signed inline; the pool was filled behind it
+        await client.get_balance()  # other routes sign as they go
+        assert ("GET", PREFIX + "/portfolio/balance") not in client._presigned
+    off, _ = make_client(server, msgspec.structs.replace(CFG, presign_max_age_ms=0))
+    async with off:
+        await off.create_order(rm.OrderRequest(ticker="M-3", side=Side.YES, action=Action.BUY, count=100,
+                                               price=1100, client_order_id="pre-off"))
+        assert off._presigned == {}
 
 
 async def test_lost_create_response_does_not_double_place(server):
