@@ -201,7 +201,9 @@ class Trader:
         """One of our fills, from the PositionReconciler (which also stores it): the order's
         remaining shrinks, the gate counts the volume, the portfolio is re-read."""
         f = notice.fill
-        self.tracker.on_fill(f.order_id, f.count)  # None when not open here (flatten, closed): still counted
+        tracked = self.tracker.on_fill(f.order_id, f.count)  # None when not open here (flatten, closed)
+        if tracked is not None:
+            self.router.order_changed(tracked, None, "fill")
         self.gate.record_fill(f.notional)
         self._save_risk_day()  # today's volume as of this fill survives a crash right after it
         self.c.fill(f, time.time())

@@ -82,6 +82,25 @@ FILL_IN: dict[str, tuple[str, ...]] = {
 }
 
 
+# Rows that follow something through states (an order: resting -> partly filled -> cancelled or
+# executed): each version is a whole row stamped ``updated_at``, and the newest version wins
+# whatever order they arrive in (live, retried, or drained from the spill later).
+NEWEST: dict[str, tuple[str, ...]] = {
+    "orders": ("fill_count", "remaining_count", "status", "updated_at", "raw"),
+}
+
+
+def _newest_sql(table: str) -> tuple[str, list[int], list[int]]:
+    spec = TABLES[table]
+    keys = [spec.index(c) for c in spec.key]
+    cols = [spec.index(c) for c in NEWEST[table]]
+    n = len(keys)
+    sets = ", ".join(f"{c} = ${n + i + 1}" for i, c in enumerate(NEWEST[table]))
+    where = " AND ".join(f"{c} = ${i + 1}" for i, c in enumerate(spec.key))
+    stamp = n + NEWEST[table].index("updated_at") + 1
+    return f"UPDATE {table} SET {sets} WHERE {where} AND updated_at < ${stamp}", keys, cols
+
+
 def _fill_in_sql(table: str) -> tuple[str, list[int], list[int]]:
     spec = TABLES[table]
     fill = FILL_IN[table]
@@ -104,6 +123,16 @@ async def write_rows(
         if not table_rows:
             continue
         inserted += await copy_insert(conn, table, table_rows, timeout=timeout)
+        if table in NEWEST:
+            sql, keys, cols = _newest_sql(table)
+            stamp = TABLES[table].index("updated_at")
+            latest: dict[tuple[Any, ...], Sequence[Any]] = {}
+            for row in table_rows:  # one UPDATE per key: the batch's newest version
+                key = tuple(row[i] for i in keys)
+                if key not in latest or row[stamp] > latest[key][stamp]:
+                    latest[key] = row
+            args = [[row[i] for i in keys] + [row[i] for i in cols] for row in latest.values()]
+            await conn.executemany(sql, args, timeout=timeout)
         if table in FILL_IN:
             sql, keys, cols = _fill_in_sql(table)
             args = [

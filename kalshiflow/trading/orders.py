@@ -191,16 +191,17 @@ class OrderTracker:
             self.n["rejected"] += 1
         return tracked
 
-    def on_cancelled(self, client_order_id: str, order: rm.Order | None = None) -> None:
+    def on_cancelled(self, client_order_id: str, order: rm.Order | None = None) -> TrackedOrder | None:
         tracked = self._open.get(client_order_id)
         if tracked is None:
-            return
+            return None
         if order is not None:
             self._update(tracked, order)
         if tracked.status not in TERMINAL:
             tracked.status = "canceled"
             self._close(tracked)
         self.n["cancelled"] += 1
+        return tracked
 
     def on_cancel_failed(self, client_order_id: str, *, gone: bool) -> None:
         """A cancel that failed: ``gone`` (404) means the order is no longer resting (filled or

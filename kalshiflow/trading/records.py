@@ -26,7 +26,7 @@ from kalshiflow.market.types import Side
 from kalshiflow.protocol import rest_models as rm
 from kalshiflow.trading import PortfolioView
 from kalshiflow.trading.decision import DecisionRecord
-from kalshiflow.trading.orders import PlaceOrder
+from kalshiflow.trading.orders import PlaceOrder, TrackedOrder
 
 __all__ = ["RowSink", "decision_row", "order_row", "position_rows"]
 
@@ -86,6 +86,24 @@ def order_row(cmd: PlaceOrder, order: rm.Order | None, *, account: str, environm
             req.action.value, order.type or "limit", order.yes_price, order.initial_count, order.fill_count,
             order.remaining_count, req.time_in_force, order.status.value, when, when, cmd.model_version,
             cmd.decision_id, {"order": msgspec.to_builtins(order), "reason": cmd.reason})
+
+
+def order_state_row(tracked: TrackedOrder, order: rm.Order | None, *, account: str, environment: str,
+                    now_ns: int, event: str) -> Row:
+    """A later version of an order's row (a fill, a cancel): the same order, its state now. The
+    writer keeps the newest version per order (kalshiflow.ingest.writer.NEWEST)."""
+    assert tracked.order_id is not None
+    yes_price = tracked.price if tracked.side is Side.YES else PRICE_SCALE - tracked.price
+    remaining = int(order.remaining_count) if order is not None else tracked.remaining
+    count = int(order.initial_count) if order is not None else tracked.count
+    status = order.status.value if order is not None else tracked.status
+    when = utc(now_ns)
+    raw: dict[str, Any] = {"event": event, "reason": tracked.cancel_wanted or tracked.reason}
+    if order is not None:
+        raw["order"] = msgspec.to_builtins(order)
+    return (tracked.order_id, tracked.client_order_id, account, environment, tracked.ticker,
+            tracked.side.value, tracked.action.value, "limit", yes_price, count, count - remaining, remaining,
+            tracked.tif, status, when, when, tracked.model_version, tracked.decision_id, raw)
 
 
 def position_rows(view: PortfolioView, *, environment: str, now_ns: int, source: str = "local") -> list[Row]:

@@ -26,10 +26,11 @@ from typing import Any
 import msgspec
 
 from kalshiflow.protocol import errors as E
+from kalshiflow.protocol import rest_models as rm
 from kalshiflow.protocol.rest_client import KalshiRestClient
 from kalshiflow.trading import records as R
 from kalshiflow.trading.decision import DecisionEngine
-from kalshiflow.trading.orders import CancelOrder, OrderCommand, PlaceOrder
+from kalshiflow.trading.orders import CancelOrder, OrderCommand, PlaceOrder, TrackedOrder
 from kalshiflow.trading.risk import RiskViolation
 from kalshiflow.trading.sources import Sources
 from kalshiflow.trading.state import Counters
@@ -83,6 +84,12 @@ class OrderRouter:
         self.sink.add("orders", R.order_row(cmd, order, now_ns=now_ns, **self._meta))
         self.execute(cancels)
 
+    def order_changed(self, tracked: TrackedOrder, order: rm.Order | None, event: str) -> None:
+        """The order's row again, as it is now (the writer keeps the newest version)."""
+        if tracked.order_id is not None:
+            self.sink.add("orders", R.order_state_row(tracked, order, now_ns=time.time_ns(), event=event,
+                                                      **self._meta))
+
     async def cancel(self, cmd: CancelOrder) -> bool:
         self.c.cancels[cmd.reason] += 1
         try:
@@ -96,7 +103,8 @@ class OrderRouter:
             self.tracker.on_cancel_failed(cmd.client_order_id, gone=False)
             return False
         self.connection(True)
-        self.tracker.on_cancelled(cmd.client_order_id, result.order)
+        if (tracked := self.tracker.on_cancelled(cmd.client_order_id, result.order)) is not None:
+            self.order_changed(tracked, result.order, "cancel")
         self.src.tell_reconciler(result.order)
         return True
 

@@ -243,3 +243,30 @@ async def test_a_spilled_record_postgres_refuses_is_quarantined_and_the_rest_dra
     assert await count(db, session) == (100, 100)
     [kept] = (tmp_path / "spill" / "wq-poison" / "quarantine").glob("rejected-*.seg")
     assert [r.batch_id for r in scan_segment(kept).records] == ["bad"]
+
+
+async def test_order_rows_keep_the_newest_version_in_any_order(make_wq: MakeWQ, db: Database) -> None:
+    wq = make_wq()
+    t0 = datetime(2026, 6, 24, 12, 0, tzinfo=UTC)
+    oid = f"ord-{uuid.uuid4().hex[:8]}"
+
+    def version(minutes: int, fill: int, status: str) -> tuple[object, ...]:
+        return (oid, f"kf-{oid}", "paper", "simulator", "M-1", "yes", "buy", "limit", 4500, 1000, fill,
+                1000 - fill, "good_till_canceled", status, t0, t0 + timedelta(minutes=minutes), "v0001", None,
+                {"event": status})
+
+    await wq.enqueue("ack", {"orders": [version(0, 0, "resting")]})
+    await wq.enqueue("cancel", {"orders": [version(2, 300, "canceled")]})
+    await wq.enqueue("late-fill", {"orders": [version(1, 300, "resting")]})  # older: must not win
+    # Both versions in one batch: the newer one is kept whatever its place in the batch.
+    other = f"{oid}-b"
+    both = [tuple([other, f"kf-{other}", *version(5, 1000, "executed")[2:]]),
+            tuple([other, f"kf-{other}", *version(4, 0, "resting")[2:]])]
+    await wq.enqueue("batch", {"orders": both})
+    rows = await db.fetch("SELECT order_id, fill_count, remaining_count, status, updated_at,"
+                          " raw->>'event' AS ev FROM orders WHERE order_id LIKE $1 ORDER BY order_id",
+                          f"{oid}%")
+    assert [tuple(r) for r in rows] == [
+        (oid, 300, 700, "canceled", t0 + timedelta(minutes=2), "canceled"),
+        (other, 1000, 0, "executed", t0 + timedelta(minutes=5), "executed"),
+    ]
