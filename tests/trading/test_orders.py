@@ -70,6 +70,36 @@ def test_pending_then_acked_then_partly_and_fully_filled() -> None:
     assert tracker.get("k-1-3") is None
 
 
+def test_order_rows_follow_fills_and_cancels() -> None:
+    from kalshiflow.storage.schema import TABLES
+    from kalshiflow.trading.records import order_row, order_state_row
+
+    cols = TABLES["orders"].columns
+    tracker = OrderTracker(ClientOrderIds("k", 1))
+    no_buy = cmd(side=Side.NO, price=30 * CENT)
+    tracker.track(no_buy)
+    tracker.on_ack("k-1-1", order(no_buy, "o1"))
+    meta = {"account": "paper", "environment": "simulator"}
+    first = dict(zip(cols, order_row(no_buy, order(no_buy, "o1"), now_ns=1_000, **meta), strict=True))
+    filled = tracker.on_fill("o1", 200)
+    assert filled is not None
+    partly = dict(zip(cols, order_state_row(filled, None, now_ns=2_000, event="fill", **meta), strict=True))
+    cancelled = tracker.on_cancelled("k-1-1", order(no_buy, "o1", "canceled", remaining=0))
+    assert cancelled is filled
+    last = dict(zip(cols, order_state_row(cancelled, order(no_buy, "o1", "canceled", remaining=0),
+                                          now_ns=3_000, event="cancel", **meta), strict=True))
+    immutable = [c for c in cols if c not in TABLES["orders"].mutable and c != "created_at"]
+    # The same order in every version (a NO buy at 30c is a YES price of 70c), its state moving on.
+    assert [first[c] for c in immutable] == [partly[c] for c in immutable] == [last[c] for c in immutable]
+    assert first["yes_price"] == 70 * CENT
+    assert (first["decision_id"], first["model_version"]) == ("d", "v0001")
+    assert (first["status"], first["fill_count"], first["remaining_count"]) == ("resting", 0, 500)
+    assert (partly["status"], partly["fill_count"], partly["remaining_count"]) == ("resting", 200, 300)
+    assert (last["status"], last["fill_count"], last["remaining_count"]) == ("canceled", 500, 0)
+    assert first["updated_at"] < partly["updated_at"] < last["updated_at"]
+    assert (partly["raw"]["event"], last["raw"]["event"]) == ("fill", "cancel")
+
+
 def test_rejects_and_cancels() -> None:
     tracker = OrderTracker(ClientOrderIds("k", 1))
     c1, c2 = cmd(cid="k-1-1"), cmd(cid="k-1-2", ticker="KXOTHER")
