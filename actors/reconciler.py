@@ -40,7 +40,8 @@ import ray
 from kalshiflow.collect.shipper import Rows, Shipper
 from kalshiflow.market.prices import PRICE_SCALE, Money, parse_money
 from kalshiflow.protocol import rest_models as rm
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_commands as wc
+from kalshiflow.protocol import ws_data as wd
 from kalshiflow.protocol.auth import Signer
 from kalshiflow.protocol.errors import DecodeError, WsError
 from kalshiflow.protocol.rest_client import KalshiRestClient
@@ -80,7 +81,7 @@ class PositionReconcilerActor:
         self._ws = KalshiWsClient(spec.ws_url, signer=signer, config=spec.exchange, on_frame=self._on_frame,
                                   on_epoch=self._on_epoch, on_disconnect=self._on_disconnect)
         self._balance_tol = parse_money(spec.risk.balance_tolerance_dollars)
-        self._held: list[tuple[wm.FillEvent | wm.PositionEvent, int]] | None = []  # until bootstrapped
+        self._held: list[tuple[wd.FillEvent | wd.PositionEvent, int]] | None = []  # until bootstrapped
         self._gen = 0  # bumped by every local change; snapshots skip what changed while in flight
         self._touched: dict[str, int] = {}  # ticker -> gen
         self._order_gen: dict[str, int] = {}  # order_id -> gen
@@ -111,28 +112,28 @@ class PositionReconcilerActor:
 
     def _on_frame(self, data: bytes, recv_ns: int) -> None:
         try:
-            if wm.peek(data).type not in ("fill", "market_position", "market_lifecycle_v2"):
+            if wc.peek(data).type not in ("fill", "market_position", "market_lifecycle_v2"):
                 return
-            msg = wm.decode_message(data)
+            msg = wd.decode_message(data)
         except DecodeError as err:
             self._n["decode_errors"] += 1
             log.warning("reconciler %s: undecodable frame: %s", self.spec.account, err)
             return
-        assert isinstance(msg, wm.DataMessage)
+        assert isinstance(msg, wd.DataMessage)
         event = msg.msg
-        if isinstance(event, wm.LifecycleEvent):
+        if isinstance(event, wd.LifecycleEvent):
             self._lifecycle(event)
             return
-        assert isinstance(event, (wm.FillEvent, wm.PositionEvent))
+        assert isinstance(event, (wd.FillEvent, wd.PositionEvent))
         if self._held is not None:
             self._held.append((event, recv_ns))
         else:
             self._handle(event, recv_ns)
 
-    def _handle(self, event: wm.FillEvent | wm.PositionEvent, recv_ns: int, *,
+    def _handle(self, event: wd.FillEvent | wd.PositionEvent, recv_ns: int, *,
                 reflected: bool = False) -> None:
         self._gen += 1
-        if isinstance(event, wm.PositionEvent):
+        if isinstance(event, wd.PositionEvent):
             if reflected:
                 return  # the snapshot loaded after it is newer
             self._n["position_events"] += 1
@@ -170,7 +171,7 @@ class PositionReconcilerActor:
             queue.put_nowait(notice)
         return True
 
-    def _lifecycle(self, e: wm.LifecycleEvent) -> None:
+    def _lifecycle(self, e: wd.LifecycleEvent) -> None:
         """A determined market settles our holding locally when the exchange pays it out, so a
         settlement is never mistaken for a vanished position or cash drift."""
         ticker = e.market_ticker

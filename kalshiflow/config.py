@@ -35,7 +35,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class StorageConfig(_Section):
+class StorageConfig(_Section, frozen=True):
     # Embedded PostgreSQL data directory; "" = <user data dir>/kalshiflow/pgdata.
     data_dir: str = ""
     database: str = "kalshiflow"
@@ -47,7 +47,7 @@ class StorageConfig(_Section):
     connect_retry_s: float = 10.0
 
 
-class ExchangeConfig(_Section):
+class ExchangeConfig(_Section, frozen=True):
     # simulator: the built-in Kalshi-compatible exchange; demo / production: real Kalshi.
     environment: Literal["simulator", "demo", "production"] = "simulator"
     # Order placement on production needs this AND environment = "production".
@@ -71,7 +71,7 @@ class ExchangeConfig(_Section):
     presign_max_age_ms: int = 1000
 
 
-class SimulatorConfig(_Section):
+class SimulatorConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: int = 0  # 0 = any free port (embedded); the CLI defaults to 8765
     markets: int = 20
@@ -101,7 +101,7 @@ class SimulatorConfig(_Section):
     advance_interval_s: float = 0.25
 
 
-class CollectorConfig(_Section):
+class CollectorConfig(_Section, frozen=True):
     tickers: list[str] = []
     discover_top_n: int = 20
     markets_per_collector: int = 50
@@ -132,7 +132,7 @@ class CollectorConfig(_Section):
     actor_num_cpus: float = 0.25
 
 
-class WriteQueueConfig(_Section):
+class WriteQueueConfig(_Section, frozen=True):
     flush_rows: int = 5000
     flush_interval_ms: int = 250
     high_water_rows: int = 200_000
@@ -151,7 +151,7 @@ class WriteQueueConfig(_Section):
     reconnect_max_s: float = 2.0
 
 
-class RiskConfig(_Section):
+class RiskConfig(_Section, frozen=True):
     max_position_per_market: int = 100
     max_total_exposure_dollars: str = "5000.00"
     max_orders_per_s: float = 5.0
@@ -185,7 +185,7 @@ class RiskConfig(_Section):
     balance_tolerance_dollars: str = "0.01"
 
 
-class TraderConfig(_Section):
+class TraderConfig(_Section, frozen=True):
     # Exchange seconds between two decisions of one market: set it to the served model's training
     # EnvConfig.decision_interval_s (the cadence the policy learned at; docs/trading.md). Paper
     # trading refuses to start when it differs from the current model's (trading/paper.py).
@@ -224,7 +224,7 @@ class TraderConfig(_Section):
     market_refresh_s: float = 0.0
 
 
-class UIConfig(_Section):
+class UIConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8000  # 0 = any free port (the launcher prints the URL)
     # At most one message per component (collection, trader, trades, each book, PnL) per interval.
@@ -240,7 +240,7 @@ class UIConfig(_Section):
     poll_timeout_s: float = 2.0
 
 
-class RayConfig(_Section):
+class RayConfig(_Section, frozen=True):
     # "" = join the cluster `ray start` made (RAY_ADDRESS or Ray's address file), else start a local
     # one; "auto" = join one or fail; "local" = always start a local one; HOST:PORT or ray://HOST:PORT.
     address: str = ""

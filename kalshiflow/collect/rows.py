@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from kalshiflow.protocol import rest_models as rm
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_data as wd
 
 if TYPE_CHECKING:
     from kalshiflow.collect.recovery import OpenGap
@@ -70,7 +70,7 @@ def gap_row(state: ShardState, gap: OpenGap, recovered_ns: int | None, method: s
     )
 
 
-def trade_row(state: ShardState, t: wm.TradeEvent, recv_ns: int, sid: int | None, seq: int | None) -> Row:
+def trade_row(state: ShardState, t: wd.TradeEvent, recv_ns: int, sid: int | None, seq: int | None) -> Row:
     # trade_id is the natural key; a trade without one (never seen from Kalshi) gets a stable
     # stand-in from where it arrived, so it is stored once, not merged with other id-less trades.
     trade_id = t.trade_id or f"noid:{state.epoch}:{sid}:{seq}:{recv_ns}"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from kalshiflow.collect import rows as R
 from kalshiflow.collect.recovery import Request
 from kalshiflow.exchange.replay.events import RecTrade
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_data as wd
 from kalshiflow.protocol.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -26,18 +26,18 @@ LIFECYCLE = "market_lifecycle_v2"
 CLOSING_EVENTS = frozenset({"determined", "settled"})
 
 
-def on_data(self: ShardState, frame: wm.TradeFrame | wm.LifecycleFrame, data: bytes, recv_ns: int) -> None:
+def on_data(self: ShardState, frame: wd.TradeFrame | wd.LifecycleFrame, data: bytes, recv_ns: int) -> None:
     sid, seq = frame.sid, frame.seq
     if sid is not None and seq is not None and not self._check(sid, seq, recv_ns):
         return
     try:
-        event = wm.decode_message(data)  # normalised (exact ints); rare next to deltas
+        event = wd.decode_message(data)  # normalised (exact ints); rare next to deltas
     except DecodeError:
         self.n["decode_errors"] += 1
         return
-    assert isinstance(event, wm.DataMessage)
+    assert isinstance(event, wd.DataMessage)
     msg = event.msg
-    if isinstance(msg, wm.TradeEvent):
+    if isinstance(msg, wd.TradeEvent):
         self.n["trades"] += 1
         m = self._markets.get(msg.market_ticker)
         if m is not None:
@@ -49,7 +49,7 @@ def on_data(self: ShardState, frame: wm.TradeFrame | wm.LifecycleFrame, data: by
             trade = RecTrade(seq=seq or 0, ts=ts, yes_price=msg.yes_price, count=msg.count,
                              taker_side=msg.taker_side)
             self.trades_out.append((msg.market_ticker, trade))
-    elif isinstance(msg, wm.LifecycleEvent):
+    elif isinstance(msg, wd.LifecycleEvent):
         m = self._markets.get(msg.market_ticker)
         if m is not None and m.active and msg.event_type in CLOSING_EVENTS:
             drop = Request("drop", (msg.market_ticker,), f"lifecycle {msg.event_type}")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from kalshiflow.collect import rows as R
 from kalshiflow.collect.market_state import MarketState
 from kalshiflow.collect.recovery import ORDERBOOK, OpenGap, Request
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_commands as wc
 
 if TYPE_CHECKING:
     from kalshiflow.collect.shard_state import ShardState
@@ -24,12 +24,12 @@ if TYPE_CHECKING:
 __all__ = ["on_error", "on_gap", "book_error", "open_gap", "resolved"]
 
 
-def on_error(self: ShardState, frame: wm.ErrorReply, recv_ns: int) -> None:
+def on_error(self: ShardState, frame: wc.ErrorReply, recv_ns: int) -> None:
     """Command errors are the actor's business (its command raised); a TERMINAL error on a sid
     means the server dropped that subscription (e.g. 25: we were too slow) -- re-create it."""
     self.n["command_errors"] += 1
     sid = frame.sid
-    if sid is None or frame.msg.code not in wm.TERMINAL_ERROR_CODES:
+    if sid is None or frame.msg.code not in wc.TERMINAL_ERROR_CODES:
         return
     channel = self._channel_of.pop(sid, ORDERBOOK)
     reason = f"server ended sid {sid} ({channel}): error {frame.msg.code} {frame.msg.msg}"

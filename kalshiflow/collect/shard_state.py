@@ -39,7 +39,8 @@ from kalshiflow.exchange.replay.events import RecTrade
 from kalshiflow.market.book import BookError, OrderBook
 from kalshiflow.market.prices import LINEAR_CENT, PRICE_SCALE, PriceGrid
 from kalshiflow.market.types import Side
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_commands as wc
+from kalshiflow.protocol import ws_data as wd
 from kalshiflow.protocol.market_data import (
     FrameError,
     OrderbookDelta,
@@ -50,8 +51,8 @@ from kalshiflow.protocol.market_data import (
 __all__ = ["ORDERBOOK", "TRADE", "LIFECYCLE", "Request", "ShardState"]
 
 _Frame = (
-    OrderbookDelta | OrderbookSnapshot | wm.Ok | wm.Subscribed | wm.Unsubscribed | wm.ErrorReply
-    | wm.TradeFrame | wm.LifecycleFrame | wm.EventLifecycleFrame
+    OrderbookDelta | OrderbookSnapshot | wc.Ok | wc.Subscribed | wc.Unsubscribed | wc.ErrorReply
+    | wd.TradeFrame | wd.LifecycleFrame | wd.EventLifecycleFrame
 )
 _YES, _NO = Side.YES, Side.NO
 _NO_LEG_BASE = PRICE_SCALE  # a NO price quoted at its YES equivalent: no-leg = 1 - yes
@@ -181,13 +182,13 @@ class ShardState:
             self._on_delta(frame, recv_ns)  # type: ignore[arg-type]
         elif kind is OrderbookSnapshot:
             self._on_snapshot(frame, recv_ns)  # type: ignore[arg-type]
-        elif kind is wm.TradeFrame or kind is wm.LifecycleFrame:
+        elif kind is wd.TradeFrame or kind is wd.LifecycleFrame:
             self._on_data(frame, data, recv_ns)  # type: ignore[arg-type]
-        elif kind is wm.Ok or kind is wm.Unsubscribed:
+        elif kind is wc.Ok or kind is wc.Unsubscribed:
             self._on_reply(frame, recv_ns)  # type: ignore[arg-type]
-        elif kind is wm.Subscribed:
+        elif kind is wc.Subscribed:
             self._on_subscribed(frame)  # type: ignore[arg-type]
-        elif kind is wm.ErrorReply:
+        elif kind is wc.ErrorReply:
             self._on_error(frame, recv_ns)  # type: ignore[arg-type]
 
     def _check(self, sid: int, seq: int, recv_ns: int) -> bool:
@@ -306,11 +307,11 @@ class ShardState:
             return
         self._resolved(ticker, recv_ns)
 
-    def _on_reply(self, frame: wm.Ok | wm.Unsubscribed, recv_ns: int) -> None:
+    def _on_reply(self, frame: wc.Ok | wc.Unsubscribed, recv_ns: int) -> None:
         sid, seq = frame.sid, frame.seq
         if sid is not None and seq is not None:
             self._check(sid, seq, recv_ns)  # replies consume a number (S2)
-        if isinstance(frame, wm.Unsubscribed):
+        if isinstance(frame, wc.Unsubscribed):
             if sid is not None:
                 self._seq.forget(sid)
                 self._channel_of.pop(sid, None)
@@ -320,7 +321,7 @@ class ShardState:
         if sid is not None and tickers is not None and self._channel_of.get(sid) == ORDERBOOK:
             self._book_tickers[sid] = {t for t in tickers if t in self._markets and self._markets[t].active}
 
-    def _on_subscribed(self, frame: wm.Subscribed) -> None:
+    def _on_subscribed(self, frame: wc.Subscribed) -> None:
         sid, channel = frame.msg.sid, frame.msg.channel
         self._channel_of[sid] = channel
         if channel == ORDERBOOK:

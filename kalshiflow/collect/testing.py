@@ -33,7 +33,7 @@ from kalshiflow.exchange.events import MarketInfo, MarketStatus
 from kalshiflow.exchange.state import ExchangeState
 from kalshiflow.market.prices import CENT, Price, Qty
 from kalshiflow.market.types import Side
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_commands as wc
 from kalshiflow.protocol.auth import generate_private_key, private_key_to_pem, public_key_to_pem
 from kalshiflow.secrets import Credentials, Secret
 
@@ -222,7 +222,7 @@ class FaultProxy:
                 data = frame.encode() if isinstance(frame, str) else frame
                 out = self.fault(index, data) if self.fault is not None else [data]
                 for item in out:
-                    env = wm.peek(item)
+                    env = wc.peek(item)
                     log.append(Sent(env.type, env.sid, env.seq, item))
                     await client.send(item.decode())
         finally:

@@ -1,6 +1,6 @@
 """The WS endpoint (``/trade-api/ws/v2``): handshake auth, command handling, one writer per socket.
 
-Commands are parsed by :func:`kalshiflow.protocol.ws_messages.decode_command`, which validates
+Commands are parsed by :func:`kalshiflow.protocol.ws_commands.decode_command`, which validates
 them the way Kalshi does and names the error code; anything malformed (bad JSON, wrong types,
 unknown command, binary or oversized frames) gets an ``error`` reply and the connection and its
 other subscriptions carry on. Commands and state events run on the same event loop, so a
@@ -28,7 +28,7 @@ from kalshiflow.exchange.ws_hub import (
     Hub,
     Subscription,
 )
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_commands as wc
 from kalshiflow.protocol.errors import AuthError
 
 log = logging.getLogger(__name__)
@@ -202,26 +202,26 @@ class WsApi:
         size = len(text) if text is not None else len(data or b"")
         if text is None or size > self.max_frame_bytes:
             # Kalshi's commands are JSON text frames of modest size.
-            self.hub.reply(client, wm.error_reply(1))
+            self.hub.reply(client, wc.error_reply(1))
             return
         try:
-            command = wm.decode_command(text.encode())
-        except wm.InvalidCommand as err:
-            self.hub.reply(client, wm.error_reply(err.code, err.cmd_id))
+            command = wc.decode_command(text.encode())
+        except wc.InvalidCommand as err:
+            self.hub.reply(client, wc.error_reply(err.code, err.cmd_id))
             return
         try:
-            if isinstance(command, wm.Subscribe):
+            if isinstance(command, wc.Subscribe):
                 self._subscribe(client, command)
-            elif isinstance(command, wm.Unsubscribe):
+            elif isinstance(command, wc.Unsubscribe):
                 self._unsubscribe(client, command)
-            elif isinstance(command, wm.UpdateSubscription):
+            elif isinstance(command, wc.UpdateSubscription):
                 self._update(client, command)
             else:
-                infos = [wm.SubscriptionInfo(channel=s.channel, sid=s.sid) for s in client.subs.values()]
-                self.hub.reply(client, wm.Ok(id=command.id or None, msg=infos))
+                infos = [wc.SubscriptionInfo(channel=s.channel, sid=s.sid) for s in client.subs.values()]
+                self.hub.reply(client, wc.Ok(id=command.id or None, msg=infos))
         except Exception:  # a bug must cost one command, never the connection
             log.exception("WS command failed")
-            self.hub.reply(client, wm.error_reply(17, command.id))
+            self.hub.reply(client, wc.error_reply(17, command.id))
 
     def _unknown_market(self, tickers: list[str] | None) -> str | None:
         for t in tickers or ():
@@ -230,18 +230,18 @@ class WsApi:
         return None
 
     def _ok(self, client: Client, cmd_id: int, sub: Subscription, skip_ack: bool = False) -> None:
-        markets = None if skip_ack or sub.tickers is None else wm.OkMarkets(market_tickers=list(sub.tickers))
-        self.hub.reply(client, wm.Ok(id=cmd_id or None, sid=sub.sid, seq=sub.next_seq(), msg=markets))
+        markets = None if skip_ack or sub.tickers is None else wc.OkMarkets(market_tickers=list(sub.tickers))
+        self.hub.reply(client, wc.Ok(id=cmd_id or None, sid=sub.sid, seq=sub.next_seq(), msg=markets))
 
-    def _subscribe(self, client: Client, cmd: wm.Subscribe) -> None:
+    def _subscribe(self, client: Client, cmd: wc.Subscribe) -> None:
         p = cmd.params
         unsupported = [c for c in p.channels if c not in SUPPORTED_CHANNELS]
         if unsupported:
-            self.hub.reply(client, wm.error_reply(8, cmd.id))
+            self.hub.reply(client, wc.error_reply(8, cmd.id))
             return
         missing = self._unknown_market(p.market_tickers)
         if missing is not None:
-            self.hub.reply(client, wm.error_reply(16, cmd.id, market_ticker=missing))
+            self.hub.reply(client, wc.error_reply(16, cmd.id, market_ticker=missing))
             return
         for channel in dict.fromkeys(p.channels):
             tickers = p.market_tickers if channel in _MARKET_FILTERED and p.market_tickers else None
@@ -250,7 +250,7 @@ class WsApi:
                 # Kalshi merges a repeated subscribe into the channel's sid: one `ok` with the full
                 # list, snapshots only for markets that were not on it yet (§1.8 S3).
                 if existing.tickers is None or tickers is None:
-                    self.hub.reply(client, wm.error_reply(6, cmd.id))
+                    self.hub.reply(client, wc.error_reply(6, cmd.id))
                     continue
                 new = self.hub.add_tickers(existing, tickers)
                 self._ok(client, cmd.id, existing, bool(p.skip_ticker_ack))
@@ -263,7 +263,7 @@ class WsApi:
             self.hub.attach(sub)
             self.hub.reply(
                 client,
-                wm.Subscribed(id=cmd.id or None, msg=wm.SubscriptionInfo(channel=channel, sid=sub.sid)),
+                wc.Subscribed(id=cmd.id or None, msg=wc.SubscriptionInfo(channel=channel, sid=sub.sid)),
             )
             if channel == ORDERBOOK and sub.tickers:
                 for t in sub.tickers:
@@ -274,35 +274,35 @@ class WsApi:
                 ]
                 self.hub.ticker_snapshot(sub, chosen)
 
-    def _unsubscribe(self, client: Client, cmd: wm.Unsubscribe) -> None:
+    def _unsubscribe(self, client: Client, cmd: wc.Unsubscribe) -> None:
         for sid in cmd.params.sids:
             sub = client.subs.get(sid)
             if sub is None:
-                self.hub.reply(client, wm.error_reply(7, cmd.id))
+                self.hub.reply(client, wc.error_reply(7, cmd.id))
                 continue
             self.hub.detach(sub)
-            self.hub.reply(client, wm.Unsubscribed(id=cmd.id or None, sid=sid, seq=sub.next_seq()))
+            self.hub.reply(client, wc.Unsubscribed(id=cmd.id or None, sid=sid, seq=sub.next_seq()))
 
-    def _update(self, client: Client, cmd: wm.UpdateSubscription) -> None:
+    def _update(self, client: Client, cmd: wc.UpdateSubscription) -> None:
         p = cmd.params
         sid = (p.sids or [0])[0]
         sub = client.subs.get(sid)
         if sub is None:
-            self.hub.reply(client, wm.error_reply(7, cmd.id))
+            self.hub.reply(client, wc.error_reply(7, cmd.id))
             return
         missing = self._unknown_market(p.market_tickers)
         if missing is not None:
-            self.hub.reply(client, wm.error_reply(16, cmd.id, market_ticker=missing))
+            self.hub.reply(client, wc.error_reply(16, cmd.id, market_ticker=missing))
             return
         tickers = p.market_tickers or []
         if p.action == "get_snapshot":
             if sub.channel != ORDERBOOK or sub.tickers is None:
-                self.hub.reply(client, wm.error_reply(13, cmd.id))
+                self.hub.reply(client, wc.error_reply(13, cmd.id))
                 return
             chosen = tickers or list(sub.tickers)
             stray = next((t for t in chosen if t not in sub.tickers), None)
             if stray is not None:
-                self.hub.reply(client, wm.error_reply(16, cmd.id, market_ticker=stray))
+                self.hub.reply(client, wc.error_reply(16, cmd.id, market_ticker=stray))
                 return
             self._ok(client, cmd.id, sub)
             for t in chosen:
@@ -310,7 +310,7 @@ class WsApi:
             return
         if sub.tickers is None:
             # A subscription to every market has no list to change.
-            self.hub.reply(client, wm.error_reply(11, cmd.id))
+            self.hub.reply(client, wc.error_reply(11, cmd.id))
             return
         if p.action == "add_markets":
             new = self.hub.add_tickers(sub, tickers)

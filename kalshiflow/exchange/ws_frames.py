@@ -1,7 +1,7 @@
 """Exchange events -> Kalshi WS v2 message payloads, for the channels the hub serves.
 
 Order-book frames come from :mod:`kalshiflow.protocol.market_data`; fill, market_position, trade
-and lifecycle frames from :mod:`kalshiflow.protocol.ws_messages` (the models below feed their
+and lifecycle frames from :mod:`kalshiflow.protocol.ws_data` (the models below feed their
 encoders). ``ticker`` and ``user_order`` have no encoder in the protocol package, so their
 payloads are built here, in the current fixed-point form plus the legacy integers where exact
 (kalshi-protocol.md §1.7.2, §1.7.6).
@@ -26,13 +26,13 @@ from kalshiflow.market.prices import (
     format_qty,
 )
 from kalshiflow.market.types import Side, bid_side
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_data as wd
 
 _encoder = msgspec.json.Encoder()
 
 
-def fill_model(e: FillEvent) -> wm.FillEvent:
-    return wm.FillEvent(
+def fill_model(e: FillEvent) -> wd.FillEvent:
+    return wd.FillEvent(
         trade_id=e.trade_id,
         order_id=e.order_id,
         market_ticker=e.ticker,
@@ -49,8 +49,8 @@ def fill_model(e: FillEvent) -> wm.FillEvent:
     )
 
 
-def position_model(e: PositionEvent) -> wm.PositionEvent:
-    return wm.PositionEvent(
+def position_model(e: PositionEvent) -> wd.PositionEvent:
+    return wd.PositionEvent(
         market_ticker=e.ticker,
         position=e.position,
         position_cost=e.position_cost,
@@ -60,7 +60,7 @@ def position_model(e: PositionEvent) -> wm.PositionEvent:
     )
 
 
-def lifecycle_model(e: LifecycleEvent) -> wm.LifecycleEvent:
+def lifecycle_model(e: LifecycleEvent) -> wd.LifecycleEvent:
     m = e.market
     ts = int(e.ts)
     fields: dict[str, object] = {}
@@ -93,7 +93,7 @@ def lifecycle_model(e: LifecycleEvent) -> wm.LifecycleEvent:
     elif e.event_type in ("activated", "deactivated"):
         fields = {"is_deactivated": e.event_type == "deactivated"}
     return msgspec.convert(
-        {"market_ticker": m.ticker, "event_type": e.event_type, **fields}, wm.LifecycleEvent
+        {"market_ticker": m.ticker, "event_type": e.event_type, **fields}, wd.LifecycleEvent
     )
 
 

@@ -2,7 +2,7 @@
 
 Subscriptions are indexed by what selects them (market ticker, account, or "all"), so an event
 costs only the subscriptions it reaches. Frames are encoded with the protocol package's encoders
-(market_data for the order book, ws_messages for the rest): the simulator emits exactly what our
+(market_data for the order book, ws_commands and ws_data for the rest): the simulator emits exactly what our
 clients decode, in Kalshi's superset wire form.
 
 Sequence numbers (kalshi-protocol.md §1.8): ONE counter per subscription (sid) shared by all its
@@ -40,7 +40,8 @@ from kalshiflow.exchange.ws_frames import (
 )
 from kalshiflow.market.prices import complement
 from kalshiflow.market.types import Side
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_commands as wc
+from kalshiflow.protocol import ws_data as wd
 from kalshiflow.protocol.market_data import encode_delta_msg, encode_snapshot
 
 ORDERBOOK = "orderbook_delta"
@@ -118,8 +119,8 @@ class Client:
         return None
 
 
-def _encode(message: wm.Reply | wm.DataFrame) -> str:
-    return wm.encode_message(message).decode()
+def _encode(message: wc.Reply | wd.DataFrame) -> str:
+    return wd.encode_message(message).decode()
 
 
 class Hub:
@@ -210,7 +211,7 @@ class Hub:
 
     # ------------------------------------------------------------------ sending
 
-    def reply(self, client: Client, message: wm.Reply) -> None:
+    def reply(self, client: Client, message: wc.Reply) -> None:
         """Command replies always fit: they are answers the client is waiting for."""
         client.outbox.put(_encode(message))
 
@@ -227,7 +228,7 @@ class Hub:
         self.overflows += 1
         self.detach(sub)
         sub.conn.outbox.put(
-            _encode(wm.ErrorReply(sid=sub.sid, msg=wm.ErrorMsg(code=25, msg=wm.WS_ERROR_CODES[25])))
+            _encode(wc.ErrorReply(sid=sub.sid, msg=wc.ErrorMsg(code=25, msg=wc.WS_ERROR_CODES[25])))
         )
 
     def snapshot(self, sub: Subscription, ticker: str) -> None:
@@ -256,11 +257,11 @@ class Hub:
             self._ticker_update(event.ticker, event.ts)
         elif type(event) is FillEvent:
             model = fill_model(event)
-            self._owned(FILL, event.owner, event.ticker, lambda sid: _encode(wm.fill_frame(sid, model)))
+            self._owned(FILL, event.owner, event.ticker, lambda sid: _encode(wd.fill_frame(sid, model)))
         elif type(event) is PositionEvent:
             pos = position_model(event)
             self._owned(
-                POSITIONS, event.owner, event.ticker, lambda sid: _encode(wm.market_position_frame(sid, pos))
+                POSITIONS, event.owner, event.ticker, lambda sid: _encode(wd.market_position_frame(sid, pos))
             )
         elif type(event) is OrderEvent:
             msg = user_order_msg(event.order, event.ts)
@@ -317,7 +318,7 @@ class Hub:
         targets = list(self._by_ticker[TRADE].get(e.ticker, ())) + list(self._all_markets[TRADE])
         if not targets:
             return
-        trade = wm.TradeEvent(
+        trade = wd.TradeEvent(
             trade_id=e.trade_id,
             market_ticker=e.ticker,
             yes_price=e.yes_price,
@@ -328,7 +329,7 @@ class Hub:
             ts_ms=int(e.ts * 1000),
         )
         for sub in targets:
-            self._send(sub, _encode(wm.trade_frame(sub.sid, trade)))
+            self._send(sub, _encode(wd.trade_frame(sub.sid, trade)))
 
     def _owned(self, channel: str, owner: str, ticker: str, build: Callable[[int], str]) -> None:
         subs = self._by_owner[channel].get(owner)
@@ -344,7 +345,7 @@ class Hub:
             return
         msg = lifecycle_model(e)
         for sub in list(subs):
-            self._send(sub, _encode(wm.lifecycle_frame(sub.sid, msg)))
+            self._send(sub, _encode(wd.lifecycle_frame(sub.sid, msg)))
 
     def _ticker_update(self, ticker: str, ts: float) -> None:
         """A ticker message to the market's ticker subscribers when a reported field changed."""

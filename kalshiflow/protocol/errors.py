@@ -124,7 +124,7 @@ class WsNotConnected(WsError):
 
 
 class WsCommandError(WsError):
-    """The server answered a command with ``type: error`` (Kalshi WS error codes, see ws_messages)."""
+    """The server answered a command with ``type: error`` (Kalshi WS error codes, see ws_commands)."""
 
     def __init__(self, code: int, message: str, market_ticker: str | None = None) -> None:
         self.code = code

@@ -24,7 +24,7 @@ from kalshiflow.config import ExchangeConfig, RiskConfig
 from kalshiflow.market.prices import Money, complement
 from kalshiflow.market.types import Action, Side, TimeInForce, bid_side
 from kalshiflow.protocol import rest_models as rm
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_data as wd
 from kalshiflow.secrets import Credentials
 
 __all__ = [
@@ -98,7 +98,7 @@ class TradeFill(msgspec.Struct, frozen=True, kw_only=True):
         return Money(self.bought_price * self.count)
 
     @classmethod
-    def from_ws(cls, f: wm.FillEvent) -> TradeFill:
+    def from_ws(cls, f: wd.FillEvent) -> TradeFill:
         return cls._make(f.trade_id, f.order_id, f.client_order_id, f.market_ticker, f.side, f.action,
                          f.yes_price, f.no_price, f.count, f.fee, f.is_taker, f.post_position, f.ts_ms)
 

@@ -35,7 +35,7 @@ from kalshiflow.market.portfolio import InsufficientFunds, Portfolio
 from kalshiflow.market.prices import PRICE_SCALE, Money, Qty
 from kalshiflow.market.types import OrderStatus, Side
 from kalshiflow.protocol import rest_models as rm
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_data as wd
 from kalshiflow.protocol.errors import DecodeError
 from kalshiflow.trading import (
     Discrepancy,
@@ -329,7 +329,7 @@ class Ledger:
         self._sync_reserve()
         return payout
 
-    def apply_position(self, event: wm.PositionEvent) -> Discrepancy | None:
+    def apply_position(self, event: wd.PositionEvent) -> Discrepancy | None:
         """A WS ``market_position``: the exchange's own figures for one market, after the fills
         sent before it on the same connection. Differences are corrected and reported."""
         if event.position == 0:

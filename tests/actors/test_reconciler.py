@@ -27,7 +27,7 @@ from kalshiflow.exchange.events import MarketInfo, MarketStatus
 from kalshiflow.market.prices import CENT, QTY_SCALE, Price, Qty
 from kalshiflow.market.types import Action, Side
 from kalshiflow.protocol import rest_models as rm
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_commands as wc
 from kalshiflow.protocol.auth import Signer
 from kalshiflow.protocol.rest_client import KalshiRestClient
 from kalshiflow.trading import PortfolioView
@@ -214,7 +214,7 @@ async def test_fills_the_feed_missed_are_healed_by_rest_and_backfilled_after_a_r
         rec = start_reconciler(spec, name=f"rec-{uuid.uuid4().hex[:6]}", num_cpus=0.05)
         assert await rec.ready.remote(30)
         # The feed loses every private message from now on.
-        proxy.fault = lambda _i, data: [] if wm.peek(data).type in ("fill", "market_position") else [data]
+        proxy.fault = lambda _i, data: [] if wc.peek(data).type in ("fill", "market_position") else [data]
         async with KalshiRestClient(sim.rest_url, signer=Signer.from_credentials(credentials)) as rest:
             await rest.create_order(rm.OrderRequest(ticker=A, side=Side.YES, action=Action.BUY,
                                                     count=Qty(10 * C), price=Price(45 * CENT)))

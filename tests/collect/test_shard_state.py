@@ -9,7 +9,8 @@ from kalshiflow.collect import rows as R
 from kalshiflow.collect.shard_state import ShardState
 from kalshiflow.market.book import OrderBook
 from kalshiflow.market.types import Side
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_commands as wc
+from kalshiflow.protocol import ws_data as wd
 from kalshiflow.protocol.market_data import encode_delta, encode_snapshot
 from kalshiflow.storage.schema import TABLES
 
@@ -20,11 +21,11 @@ A, B = "KXA-1", "KXB-2"
 
 
 def subscribed(sid: int, channel: str = "orderbook_delta", cid: int = 1) -> bytes:
-    return wm.encode_message(wm.Subscribed(id=cid, msg=wm.SubscriptionInfo(channel=channel, sid=sid)))
+    return wd.encode_message(wc.Subscribed(id=cid, msg=wc.SubscriptionInfo(channel=channel, sid=sid)))
 
 
 def ok(sid: int, seq: int, tickers: list[str] | None = None) -> bytes:
-    return wm.encode_message(wm.Ok(id=9, sid=sid, seq=seq, msg=wm.OkMarkets(market_tickers=tickers)))
+    return wd.encode_message(wc.Ok(id=9, sid=sid, seq=seq, msg=wc.OkMarkets(market_tickers=tickers)))
 
 
 def snap(sid: int, seq: int, ticker: str, yes: list[tuple[int, int]], no: list[tuple[int, int]]) -> bytes:
@@ -204,7 +205,7 @@ def test_recovery_escalates_snapshot_then_resync_then_reconnect() -> None:
 
 def test_terminal_error_on_a_sid_requests_a_resync() -> None:
     s = started(A)
-    s.on_frame(wm.encode_message(wm.ErrorReply(sid=1, msg=wm.ErrorMsg(code=25, msg="overflow"))), T0)
+    s.on_frame(wd.encode_message(wc.ErrorReply(sid=1, msg=wc.ErrorMsg(code=25, msg="overflow"))), T0)
     [req] = s.take_requests()
     assert (req.kind, req.channel, req.tickers) == ("resync", "orderbook_delta", (A,))
     assert s.book(A).invalid  # type: ignore[union-attr]

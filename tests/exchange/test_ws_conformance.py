@@ -28,7 +28,7 @@ from kalshiflow.market.types import Action, Side
 from kalshiflow.protocol.auth import Signer, generate_credentials
 from kalshiflow.protocol.market_data import OrderbookDelta, OrderbookFrameDecoder, OrderbookSnapshot
 from kalshiflow.protocol.ws_client import KalshiWsClient
-from kalshiflow.protocol.ws_messages import peek
+from kalshiflow.protocol.ws_commands import peek
 from kalshiflow.secrets import Credentials
 
 TICKERS = ["KXWS-A", "KXWS-B", "KXWS-C"]

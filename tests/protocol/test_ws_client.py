@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_commands as wc
+from kalshiflow.protocol import ws_data as wd
 from kalshiflow.protocol.auth import Signer, Verifier, generate_private_key
 from kalshiflow.protocol.errors import AuthError, WsCommandError, WsNotConnected
 from kalshiflow.protocol.ws_client import KalshiWsClient
@@ -31,7 +32,7 @@ class FakeWs:
         self.next_sid = 1  # global, so a re-subscribe visibly gets a new sid
         self.connections = 0
         self.rejected: list[str] = []
-        self.commands: list[tuple[int, wm.Command]] = []
+        self.commands: list[tuple[int, wc.Command]] = []
         self.silent_after_subscribe = False
         self.mute = False  # answer nothing at all (a hung peer with an open socket)
         self.drop_after_subscribe = 0  # drop this many connections right after a subscribe
@@ -57,7 +58,7 @@ class FakeWs:
         silent = False
 
         async def send(obj: Any) -> None:
-            await ws.send(obj if isinstance(obj, str) else wm.encode_message(obj).decode())
+            await ws.send(obj if isinstance(obj, str) else wd.encode_message(obj).decode())
 
         async def snapshot(sid: int, ticker: str) -> None:
             subs[sid]["seq"] += 1
@@ -75,24 +76,24 @@ class FakeWs:
         try:
             async for raw in ws:
                 try:
-                    cmd = wm.decode_command(raw.encode() if isinstance(raw, str) else raw)
-                except wm.InvalidCommand as err:
-                    await send(wm.error_reply(err.code, err.cmd_id))
+                    cmd = wc.decode_command(raw.encode() if isinstance(raw, str) else raw)
+                except wc.InvalidCommand as err:
+                    await send(wc.error_reply(err.code, err.cmd_id))
                     continue
                 self.commands.append((conn_no, cmd))
                 if silent or self.mute:
                     continue
-                if isinstance(cmd, wm.Subscribe):
+                if isinstance(cmd, wc.Subscribe):
                     tickers = cmd.params.market_tickers or []
                     if "BAD" in tickers:
-                        await send(wm.error_reply(16, cmd.id, market_ticker="BAD"))
+                        await send(wc.error_reply(16, cmd.id, market_ticker="BAD"))
                         continue
                     sid = self.next_sid
                     self.next_sid += 1
                     subs[sid] = {"tickers": list(tickers), "seq": 0}
                     await send(
-                        wm.Subscribed(
-                            id=cmd.id, msg=wm.SubscriptionInfo(channel=cmd.params.channels[0], sid=sid)
+                        wc.Subscribed(
+                            id=cmd.id, msg=wc.SubscriptionInfo(channel=cmd.params.channels[0], sid=sid)
                         )
                     )
                     for t in tickers:
@@ -102,10 +103,10 @@ class FakeWs:
                         ws.transport.abort()
                         return
                     silent = self.silent_after_subscribe
-                elif isinstance(cmd, wm.UpdateSubscription):
+                elif isinstance(cmd, wc.UpdateSubscription):
                     sid = cmd.params.sids[0]
                     if sid not in subs:
-                        await send(wm.error_reply(7, cmd.id))
+                        await send(wc.error_reply(7, cmd.id))
                         continue
                     s = subs[sid]
                     tickers = cmd.params.market_tickers or []
@@ -115,20 +116,20 @@ class FakeWs:
                         s["tickers"] = [t for t in s["tickers"] if t not in tickers]
                     s["seq"] += 1
                     await send(
-                        wm.Ok(id=cmd.id, sid=sid, seq=s["seq"], msg=wm.OkMarkets(market_tickers=s["tickers"]))
+                        wc.Ok(id=cmd.id, sid=sid, seq=s["seq"], msg=wc.OkMarkets(market_tickers=s["tickers"]))
                     )
                     if cmd.params.action in ("add_markets", "get_snapshot"):
                         for t in tickers:
                             await snapshot(sid, t)
-                elif isinstance(cmd, wm.Unsubscribe):
+                elif isinstance(cmd, wc.Unsubscribe):
                     for sid in cmd.params.sids:
                         s = subs.pop(sid, {"seq": 0})
-                        await send(wm.Unsubscribed(id=cmd.id, sid=sid, seq=s["seq"] + 1))
-                elif isinstance(cmd, wm.ListSubscriptions):
+                        await send(wc.Unsubscribed(id=cmd.id, sid=sid, seq=s["seq"] + 1))
+                elif isinstance(cmd, wc.ListSubscriptions):
                     await send(
-                        wm.Ok(
+                        wc.Ok(
                             id=cmd.id,
-                            msg=[wm.SubscriptionInfo(channel="orderbook_delta", sid=s) for s in subs],
+                            msg=[wc.SubscriptionInfo(channel="orderbook_delta", sid=s) for s in subs],
                         )
                     )
         finally:
@@ -225,7 +226,7 @@ async def test_subscribe_commands_and_raw_frames():
             snap = await client.get_snapshot(sub, ["B"])
             assert snap is not None and sub.market_tickers == ("B", "C")
             listing = await client.list_subscriptions()
-            assert isinstance(listing, wm.Ok) and [s.sid for s in listing.msg] == [1]
+            assert isinstance(listing, wc.Ok) and [s.sid for s in listing.msg] == [1]
 
             # resync = unsubscribe + subscribe: a new sid, fresh snapshots, same Subscription object.
             n = len(owner.of_type("orderbook_snapshot"))
@@ -240,7 +241,7 @@ async def test_subscribe_commands_and_raw_frames():
             assert len(client.subscriptions) == 1
 
             unsub = await client.unsubscribe(sub)
-            assert isinstance(unsub, wm.Unsubscribed) and unsub.sid == 2 and client.subscriptions == ()
+            assert isinstance(unsub, wc.Unsubscribed) and unsub.sid == 2 and client.subscriptions == ()
             ids = [c.id for _, c in fake.commands]
             assert len(set(ids)) == len(ids) and all(i > 0 for i in ids)
             stats = client.stats()
@@ -285,7 +286,7 @@ async def test_dropped_connection_reconnects_and_resubscribes():
             assert owner.epochs == [1, 2, 3]
             assert [d[0] for d in owner.disconnects] == [1, 2]
             assert sub.epoch == 3 and sub.sid == 3
-            subs = [(n, c.params.market_tickers) for n, c in fake.commands if isinstance(c, wm.Subscribe)]
+            subs = [(n, c.params.market_tickers) for n, c in fake.commands if isinstance(c, wc.Subscribe)]
             assert subs == [(1, ["A"]), (2, ["A"]), (3, ["A"])]
             # Frames are tagged with the epoch that delivered them; each epoch starts with fresh snapshots.
             snaps = [(f["sid"], f["seq"], e) for f, _, e in owner.frames if f["type"] == "orderbook_snapshot"]
@@ -340,7 +341,7 @@ async def test_client_started_before_server_connects_when_it_appears():
             sub = await pending
             assert sub.sid is not None and client.epoch == 1
             # The subscription was sent once: by whichever path got there first.
-            assert sum(isinstance(c, wm.Subscribe) for _, c in fake.commands) == 1
+            assert sum(isinstance(c, wc.Subscribe) for _, c in fake.commands) == 1
 
 
 async def test_hung_peer_is_abandoned_before_command_timeout():

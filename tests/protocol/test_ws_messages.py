@@ -7,7 +7,8 @@ import json
 import pytest
 
 from kalshiflow.market.types import Action, Side
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_commands as wc
+from kalshiflow.protocol import ws_data as wd
 from kalshiflow.protocol.errors import DecodeError, WsCommandError
 
 
@@ -16,46 +17,46 @@ def j(obj) -> bytes:
 
 
 def test_command_encoding_matches_spec_examples():
-    sub = wm.Subscribe(
-        id=1, params=wm.SubscribeParams(channels=["orderbook_delta"], market_tickers=["KXFED-27APR-T4.25"])
+    sub = wc.Subscribe(
+        id=1, params=wc.SubscribeParams(channels=["orderbook_delta"], market_tickers=["KXFED-27APR-T4.25"])
     )
-    assert json.loads(wm.encode_command(sub)) == {
+    assert json.loads(wc.encode_command(sub)) == {
         "id": 1,
         "cmd": "subscribe",
         "params": {"channels": ["orderbook_delta"], "market_tickers": ["KXFED-27APR-T4.25"]},
     }
     assert json.loads(
-        wm.encode_command(wm.Unsubscribe(id=124, params=wm.UnsubscribeParams(sids=[1, 2])))
+        wc.encode_command(wc.Unsubscribe(id=124, params=wc.UnsubscribeParams(sids=[1, 2])))
     ) == {"id": 124, "cmd": "unsubscribe", "params": {"sids": [1, 2]}}
-    upd = wm.UpdateSubscription(
-        id=125, params=wm.UpdateSubscriptionParams(sids=[456], market_tickers=["NEW-1"], action="add_markets")
+    upd = wc.UpdateSubscription(
+        id=125, params=wc.UpdateSubscriptionParams(sids=[456], market_tickers=["NEW-1"], action="add_markets")
     )
-    assert json.loads(wm.encode_command(upd)) == {
+    assert json.loads(wc.encode_command(upd)) == {
         "id": 125,
         "cmd": "update_subscription",
         "params": {"action": "add_markets", "sids": [456], "market_tickers": ["NEW-1"]},
     }
-    assert json.loads(wm.encode_command(wm.ListSubscriptions(id=3))) == {"id": 3, "cmd": "list_subscriptions"}
+    assert json.loads(wc.encode_command(wc.ListSubscriptions(id=3))) == {"id": 3, "cmd": "list_subscriptions"}
 
 
 def test_decode_command_normalises():
-    cmd = wm.decode_command(
+    cmd = wc.decode_command(
         b'{"id":7,"cmd":"subscribe","params":{"channels":["orderbook_delta"],"market_ticker":"A","use_yes_price":true}}'
     )
-    assert isinstance(cmd, wm.Subscribe) and cmd.id == 7
+    assert isinstance(cmd, wc.Subscribe) and cmd.id == 7
     assert (
         cmd.params.market_tickers == ["A"] and cmd.params.market_ticker is None and cmd.params.use_yes_price
     )
-    upd = wm.decode_command(
+    upd = wc.decode_command(
         b'{"id":8,"cmd":"update_subscription","params":{"sid":4,"action":"get_snapshot"}}'
     )
-    assert isinstance(upd, wm.UpdateSubscription) and upd.params.sids == [4] and upd.params.sid is None
+    assert isinstance(upd, wc.UpdateSubscription) and upd.params.sids == [4] and upd.params.sid is None
     for cmd_bytes in (
-        wm.encode_command(wm.ListSubscriptions(id=3)),
-        wm.encode_command(wm.Unsubscribe(id=2, params=wm.UnsubscribeParams(sids=[1]))),
+        wc.encode_command(wc.ListSubscriptions(id=3)),
+        wc.encode_command(wc.Unsubscribe(id=2, params=wc.UnsubscribeParams(sids=[1]))),
     ):
-        assert wm.encode_command(wm.decode_command(cmd_bytes)) == cmd_bytes
-    assert wm.decode_command(b'{"cmd":"subscribe","params":{"channels":["trade"]}}').id == 0
+        assert wc.encode_command(wc.decode_command(cmd_bytes)) == cmd_bytes
+    assert wc.decode_command(b'{"cmd":"subscribe","params":{"channels":["trade"]}}').id == 0
 
 
 @pytest.mark.parametrize(
@@ -91,22 +92,22 @@ def test_decode_command_normalises():
     ],
 )
 def test_decode_command_error_codes(body, code):
-    with pytest.raises(wm.InvalidCommand) as info:
-        wm.decode_command(body)
-    assert info.value.code == code and info.value.message == wm.WS_ERROR_CODES[code]
+    with pytest.raises(wc.InvalidCommand) as info:
+        wc.decode_command(body)
+    assert info.value.code == code and info.value.message == wc.WS_ERROR_CODES[code]
     if code > 1 and b'"id":1' in body:
         assert info.value.cmd_id == 1
-    reply = wm.error_reply(info.value.code, info.value.cmd_id)
-    assert json.loads(wm.encode_message(reply))["msg"]["code"] == code
+    reply = wc.error_reply(info.value.code, info.value.cmd_id)
+    assert json.loads(wd.encode_message(reply))["msg"]["code"] == code
 
 
 def test_error_code_table():
-    assert len(wm.WS_ERROR_CODES) == 28 and set(wm.WS_ERROR_CODES) == set(range(1, 29))
+    assert len(wc.WS_ERROR_CODES) == 28 and set(wc.WS_ERROR_CODES) == set(range(1, 29))
     assert (
-        wm.WS_ERROR_CODES[6] == "Already subscribed"
-        and wm.WS_ERROR_CODES[25] == "Subscription buffer overflow"
+        wc.WS_ERROR_CODES[6] == "Already subscribed"
+        and wc.WS_ERROR_CODES[25] == "Subscription buffer overflow"
     )
-    assert wm.TERMINAL_ERROR_CODES == {10, 17, 25}
+    assert wc.TERMINAL_ERROR_CODES == {10, 17, 25}
 
 
 SPEC_REPLIES = [
@@ -120,27 +121,27 @@ SPEC_REPLIES = [
 
 
 def test_spec_replies_decode_and_reencode():
-    sub, ok, unsub, listing, err, err16 = (wm.decode_message(r) for r in SPEC_REPLIES)
-    assert isinstance(sub, wm.Subscribed) and (sub.id, sub.msg.channel, sub.msg.sid) == (
+    sub, ok, unsub, listing, err, err16 = (wd.decode_message(r) for r in SPEC_REPLIES)
+    assert isinstance(sub, wc.Subscribed) and (sub.id, sub.msg.channel, sub.msg.sid) == (
         1,
         "orderbook_delta",
         1,
     )
-    assert isinstance(ok, wm.Ok) and (ok.sid, ok.seq, ok.tickers) == (
+    assert isinstance(ok, wc.Ok) and (ok.sid, ok.seq, ok.tickers) == (
         456,
         222,
         ["MARKET-1", "MARKET-2", "MARKET-3"],
     )
-    assert isinstance(unsub, wm.Unsubscribed) and (unsub.sid, unsub.seq) == (2, 7)
-    assert isinstance(listing, wm.Ok) and [s.sid for s in listing.msg] == [1, 2] and listing.tickers is None
-    assert isinstance(err, wm.ErrorReply) and err.msg.code == 6
+    assert isinstance(unsub, wc.Unsubscribed) and (unsub.sid, unsub.seq) == (2, 7)
+    assert isinstance(listing, wc.Ok) and [s.sid for s in listing.msg] == [1, 2] and listing.tickers is None
+    assert isinstance(err, wc.ErrorReply) and err.msg.code == 6
     exc = err16.exception()
     assert isinstance(exc, WsCommandError) and exc.code == 16 and exc.market_ticker == "INVALID-MARKET"
     for raw in SPEC_REPLIES:
-        assert json.loads(wm.encode_message(wm.decode_message(raw))) == json.loads(raw)
-    old_ok = wm.decode_message(b'{"id":5,"sid":1,"seq":3,"type":"ok","market_tickers":["A"]}')
-    assert isinstance(old_ok, wm.Ok) and old_ok.tickers == ["A"]
-    assert wm.encode_message(sub).startswith(b'{"type":"subscribed"')
+        assert json.loads(wd.encode_message(wd.decode_message(raw))) == json.loads(raw)
+    old_ok = wd.decode_message(b'{"id":5,"sid":1,"seq":3,"type":"ok","market_tickers":["A"]}')
+    assert isinstance(old_ok, wc.Ok) and old_ok.tickers == ["A"]
+    assert wd.encode_message(sub).startswith(b'{"type":"subscribed"')
 
 
 def test_peek_reads_envelope_of_any_frame():
@@ -148,12 +149,12 @@ def test_peek_reads_envelope_of_any_frame():
         b'{"type":"orderbook_snapshot","sid":1,"seq":9,'
         b'"msg":{"market_ticker":"A","yes_dollars_fp":[["0.0100","2230.99"]]}}'
     )
-    assert wm.peek(snap) == wm.Envelope(type="orderbook_snapshot", sid=1, seq=9)
-    assert wm.peek(SPEC_REPLIES[1]) == wm.Envelope(type="ok", id=123, sid=456, seq=222)
+    assert wc.peek(snap) == wc.Envelope(type="orderbook_snapshot", sid=1, seq=9)
+    assert wc.peek(SPEC_REPLIES[1]) == wc.Envelope(type="ok", id=123, sid=456, seq=222)
     with pytest.raises(DecodeError):
-        wm.peek(b"{")
+        wc.peek(b"{")
     with pytest.raises(DecodeError):
-        wm.decode_message(snap)  # order-book frames belong to market_data.py
+        wd.decode_message(snap)  # order-book frames belong to market_data.py
 
 
 TRADE_CURRENT = {
@@ -189,8 +190,8 @@ TRADE_LEGACY = {
 
 
 def test_trade_both_shapes():
-    a, b = wm.decode_message(j(TRADE_CURRENT)), wm.decode_message(j(TRADE_LEGACY))
-    assert isinstance(a, wm.DataMessage) and a.type == "trade" and a.sid == 11 and a.seq is None
+    a, b = wd.decode_message(j(TRADE_CURRENT)), wd.decode_message(j(TRADE_LEGACY))
+    assert isinstance(a, wd.DataMessage) and a.type == "trade" and a.sid == 11 and a.seq is None
     assert a.msg == b.msg
     t = a.msg
     assert (t.yes_price, t.no_price, t.count, t.taker_side, t.ts_ms) == (
@@ -200,18 +201,18 @@ def test_trade_both_shapes():
         Side.NO,
         1669149841000,
     )
-    with_seq = wm.decode_message(j({**TRADE_CURRENT, "seq": 5}))
+    with_seq = wd.decode_message(j({**TRADE_CURRENT, "seq": 5}))
     assert with_seq.seq == 5
-    again = wm.decode_message(wm.encode_message(wm.trade_frame(11, t, seq=5)))
+    again = wd.decode_message(wd.encode_message(wd.trade_frame(11, t, seq=5)))
     assert again == with_seq
-    raw = json.loads(wm.encode_message(wm.trade_frame(11, t)))
+    raw = json.loads(wd.encode_message(wd.trade_frame(11, t)))
     assert (
         raw["msg"]["yes_price"] == 36
         and raw["msg"]["count"] == 136
         and raw["msg"]["yes_price_dollars"] == "0.3600"
     )
     with pytest.raises(DecodeError):
-        wm.decode_message(
+        wd.decode_message(
             j(
                 {
                     "type": "trade",
@@ -265,16 +266,16 @@ FILL_LEGACY = {
 
 
 def test_fill_both_shapes_price_no_leg():
-    a, b = wm.decode_message(j(FILL_CURRENT)).msg, wm.decode_message(j(FILL_LEGACY)).msg
+    a, b = wd.decode_message(j(FILL_CURRENT)).msg, wd.decode_message(j(FILL_LEGACY)).msg
     for f in (a, b):
-        assert isinstance(f, wm.FillEvent)
+        assert isinstance(f, wd.FillEvent)
         assert (f.side, f.action, f.outcome_side) == (Side.NO, Action.BUY, Side.NO)
         assert f.yes_price == 7500 and f.price == 2500  # a NO fill costs 1 - yes_price
         assert f.count == 27_800 and f.post_position == -50_000 and f.ts_ms == 1671899397000
     assert a.fee == 40_000 and b.fee == 0
-    round_trip = wm.decode_message(wm.encode_message(wm.fill_frame(13, a))).msg
+    round_trip = wd.decode_message(wd.encode_message(wd.fill_frame(13, a))).msg
     assert round_trip == a
-    sell_yes = wm.decode_message(
+    sell_yes = wd.decode_message(
         j({**FILL_LEGACY, "msg": {**FILL_LEGACY["msg"], "side": "yes", "action": "sell"}})
     ).msg
     assert sell_yes.price == 7500 and sell_yes.outcome_side is Side.NO
@@ -308,7 +309,7 @@ def test_market_position_both_shapes():
             "volume": 15,
         },
     }
-    a, b = wm.decode_message(j(cur)).msg, wm.decode_message(j(leg)).msg
+    a, b = wd.decode_message(j(cur)).msg, wd.decode_message(j(leg)).msg
     assert a == b  # legacy money is in centi-cents: 500000 = $50
     assert (a.position, a.position_cost, a.realized_pnl, a.fees_paid, a.volume) == (
         10_000,
@@ -317,9 +318,9 @@ def test_market_position_both_shapes():
         1_000_000,
         1500,
     )
-    assert wm.decode_message(wm.encode_message(wm.market_position_frame(14, a, legacy=True))).msg == a
+    assert wd.decode_message(wd.encode_message(wd.market_position_frame(14, a, legacy=True))).msg == a
     assert (
-        json.loads(wm.encode_message(wm.market_position_frame(14, a, legacy=True)))["msg"]["position_cost"]
+        json.loads(wd.encode_message(wd.market_position_frame(14, a, legacy=True)))["msg"]["position_cost"]
         == 500000
     )
 
@@ -359,12 +360,12 @@ def test_lifecycle_messages():
             "settlement_value": 100,
         },
     }
-    c = wm.decode_message(j(created)).msg
+    c = wd.decode_message(j(created)).msg
     assert c.event_type == "created" and c.additional_metadata["event_ticker"] == "E"
-    d, e = wm.decode_message(j(determined)).msg, wm.decode_message(j(legacy)).msg
+    d, e = wd.decode_message(j(determined)).msg, wd.decode_message(j(legacy)).msg
     assert d == e and d.settlement_value == 10_000
-    assert wm.decode_message(wm.encode_message(wm.lifecycle_frame(5, d))).msg == d
-    ev = wm.decode_message(
+    assert wd.decode_message(wd.encode_message(wd.lifecycle_frame(5, d))).msg == d
+    ev = wd.decode_message(
         j(
             {
                 "type": "event_lifecycle",
@@ -375,4 +376,4 @@ def test_lifecycle_messages():
     )
     assert ev.type == "event_lifecycle" and ev.msg.event_ticker == "E"
     with pytest.raises(DecodeError):
-        wm.decode_message(b'{"type":"event_fee_update","sid":5,"msg":{}}')
+        wd.decode_message(b'{"type":"event_fee_update","sid":5,"msg":{}}')

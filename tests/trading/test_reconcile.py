@@ -16,7 +16,7 @@ from kalshiflow.market.prices import CENT, MONEY_SCALE, QTY_SCALE
 from kalshiflow.market.types import Action, OrderStatus, Side, TimeInForce
 from kalshiflow.market.venue import Venue
 from kalshiflow.protocol import rest_models as rm
-from kalshiflow.protocol import ws_messages as wm
+from kalshiflow.protocol import ws_data as wd
 from kalshiflow.trading import OpenOrder, TradeFill
 from kalshiflow.trading.reconcile import (
     DiscrepancyKind,
@@ -50,7 +50,7 @@ def ws_fill(**kw: Any) -> TradeFill:
         "side": Side.YES, "action": Action.BUY, "yes_price": 40 * CENT, "no_price": 60 * CENT,
         "count": 10 * C, "is_taker": True, "fee": 0, "post_position": None, "ts_ms": 1,
     }
-    return TradeFill.from_ws(wm.FillEvent(**(base | kw)))
+    return TradeFill.from_ws(wd.FillEvent(**(base | kw)))
 
 
 def market_position(ticker: str, qty: int, cost: int, realized: int = 0, fees: int = 0) -> rm.MarketPosition:
@@ -104,8 +104,8 @@ def test_no_fill_decoded_from_the_wire_and_from_rest() -> None:
         "trade_id": "t9", "order_id": "o9", "market_ticker": "M", "is_taker": True, "side": "no",
         "action": "buy", "yes_price_dollars": "0.7500", "count_fp": "4.00", "fee_cost": "0.0200",
         "post_position_fp": "-4.00", "client_order_id": "c9", "ts_ms": 5}}
-    msg = wm.decode_message(json.dumps(frame).encode())
-    assert isinstance(msg, wm.DataMessage) and isinstance(msg.msg, wm.FillEvent)
+    msg = wd.decode_message(json.dumps(frame).encode())
+    assert isinstance(msg, wd.DataMessage) and isinstance(msg.msg, wd.FillEvent)
     fill = TradeFill.from_ws(msg.msg)
     assert (fill.bought_side, fill.bought_price, fill.count, fill.post_position) == (Side.NO, 2500, 400, -400)
     rest = rm.decode_fills_page(json.dumps({"fills": [{
@@ -134,7 +134,7 @@ def test_netting_fill_and_duplicates() -> None:
 
 def test_fill_already_reflected_by_a_position_event_moves_only_cash() -> None:
     led = ledger()
-    ev = wm.PositionEvent(market_ticker="M", position=10 * C, position_cost=4 * DOLLAR, realized_pnl=0,
+    ev = wd.PositionEvent(market_ticker="M", position=10 * C, position_cost=4 * DOLLAR, realized_pnl=0,
                           fees_paid=0, volume=10 * C)
     issue = led.apply_position(ev)  # the snapshot overtook its fill
     assert issue is not None and issue.kind is K.MISSING_POSITION

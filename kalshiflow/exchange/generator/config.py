@@ -26,7 +26,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class MarketsConfig(_Section):
+class MarketsConfig(_Section, frozen=True):
     count: int = 20  # markets kept active at once
     scenario: Scenario = "driftless"
     relist: bool = True  # list a fresh market when one settles, so `count` stay active
@@ -37,7 +37,7 @@ class MarketsConfig(_Section):
     bot_balance_dollars: str = "1000000000.00"
 
 
-class ScheduleConfig(_Section):
+class ScheduleConfig(_Section, frozen=True):
     # Lifetimes are drawn log-uniformly, so closes are staggered and the exchange churns.
     lifetime_min_s: float = 1800.0
     lifetime_max_s: float = 21600.0
@@ -49,7 +49,7 @@ class ScheduleConfig(_Section):
     relist_delay_s: float = 5.0
 
 
-class LatentConfig(_Section):
+class LatentConfig(_Section, frozen=True):
     # Diffusion is simulated in steps of this many seconds (exact martingale per step).
     step_s: float = 1.0
     # p0 = sigmoid(N(0, initial_logit_sd)): most markets start between 10c and 90c.
@@ -70,7 +70,7 @@ class LatentConfig(_Section):
     edge_vol_per_sqrt_hour: float = 2.5
 
 
-class TierConfig(_Section):
+class TierConfig(_Section, frozen=True):
     name: str
     share: float  # fraction of listed markets in this tier
     spread_cents_min: int  # quoted spread of the best market maker, inclusive range
@@ -85,7 +85,7 @@ class TierConfig(_Section):
     quote_size_sigma: float = 0.7
 
 
-class ActivityConfig(_Section):
+class ActivityConfig(_Section, frozen=True):
     # Base event rates per second for an activity multiplier of 1.
     mm_check_per_s: float = 0.15  # MM re-evaluates quotes (sees latent drift)
     mm_flicker_per_s: float = 0.25  # MM resizes one level (algos churn size constantly)
@@ -98,7 +98,7 @@ class ActivityConfig(_Section):
     burst_half_life_s: float = 20.0
 
 
-class MarketMakerConfig(_Section):
+class MarketMakerConfig(_Section, frozen=True):
     latency_s: float = 0.8  # mean reaction delay after a jump or a fill (exponential)
     # Extra ticks of spread for each MM after the first.
     extra_spread_ticks: int = 1
@@ -110,7 +110,7 @@ class MarketMakerConfig(_Section):
     requote_threshold_ticks: int = 1
 
 
-class NoiseConfig(_Section):
+class NoiseConfig(_Section, frozen=True):
     size_median: float = 20.0  # contracts (Kalshi: 10-50)
     size_sigma: float = 1.0
     fractional_share: float = 0.05  # orders with a fractional count (Kalshi since 2026-03)
@@ -121,7 +121,7 @@ class NoiseConfig(_Section):
     limit_life_mean_s: float = 60.0
 
 
-class InformedConfig(_Section):
+class InformedConfig(_Section, frozen=True):
     # Trades only when the book is this many cents better than the latent value: must beat the
     # taker fee (<= 2c) or the informed trader would lose money to it.
     threshold_cents: float = 3.0
@@ -129,7 +129,7 @@ class InformedConfig(_Section):
     max_size: int = 500
 
 
-class DeepConfig(_Section):
+class DeepConfig(_Section, frozen=True):
     prices_cents: tuple[int, ...] = (1, 2, 3, 4, 5)
     size_median: float = 3000.0  # Kalshi: thousands to 250k at 1c
     size_sigma: float = 0.8
