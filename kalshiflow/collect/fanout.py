@@ -18,7 +18,9 @@ the oldest are dropped and counted (``trades_dropped``): the trade features read
 :meth:`Fanout.publish` sends given views instead (a new subscriber's starting state). A
 subscriber whose calls keep failing (it died) is removed.
 
-No Ray import: the actor hands in ``send(handle, updates)`` and ``view(ticker)``.
+No Ray import: the actor hands in ``send(handle, updates)`` and ``view(ticker)``; the collector's
+send goes over the subscriber's book link when it offers one (kalshiflow.collect.book_link), else
+by ``on_books`` Ray call.
 """
 
 from __future__ import annotations
