@@ -197,7 +197,7 @@ async def _flood(h: Any, seconds: float, backlog: int, warmup: float = 0.0) -> t
 async def _feed_limit(
     h: Any, shards: list[list[str]], seconds: float, backlog: int, exchange: Any
 ) -> dict[str, Any]:
-    from actors.collector import FeedSink
+    from actors.feed_sink import FeedSink
 
     sinks = [
         FeedSink.options(num_cpus=0.25).remote(h.sim.ws_url, h.credentials, shard, exchange)  # type: ignore[attr-defined]
