@@ -241,8 +241,10 @@ class Broadcaster:
             return
         self._subscribed_at = time.monotonic()
         me = ray.get_runtime_context().current_actor
+        # replay: the page lists the last fills even if they came before we subscribed
         await self.directory.call(
-            reconciler, "add_subscriber", me, "on_fill", timeout=self.spec.ui.poll_timeout_s
+            reconciler, "add_subscriber", me, "on_fill", self.spec.ui.recent_fills,
+            timeout=self.spec.ui.poll_timeout_s,
         )
 
     async def on_fill(self, notice: Any) -> None:

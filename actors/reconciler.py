@@ -13,13 +13,14 @@ being fetched, so every held message is known to be included in it (its fills ar
 announced, not applied twice). Later, a market or the cash that changed while a snapshot was in
 flight is left to the next round rather than "corrected" back to the older truth.
 
-Messages out: ``on_fill(FillNotice)`` to each subscriber (the Trader, the Broadcaster), in order;
+Messages out: ``on_fill(FillNotice)`` to each subscriber (the Trader, the Broadcaster), in order,
+numbered with running maker / taker totals (a late subscriber may ask for the last few again);
 ``fills`` and ``position_snapshots`` rows to the WriteQueue (by handle or by name), resent until
 acknowledged (idempotent keys).
 
 Calls in: ``portfolio()``, ``track_order(order)`` (the Trader reports what it placed or
 cancelled, so the view need not wait for the next poll), ``reconcile_now()``, ``stats()``,
-``add_subscriber(handle, method)``, ``ready(timeout)``, ``stop()``; and
+``add_subscriber(handle, method, replay)``, ``ready(timeout)``, ``stop()``; and
 ``inject_divergence(...)`` for drills and tests only.
 """
 
@@ -31,6 +32,7 @@ import itertools
 import logging
 import time
 import warnings
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +62,7 @@ from kalshiflow.trading.reconcile import Discrepancy, DropOrder, ExchangeSnapsho
 __all__ = ["FillNotice", "PositionReconciler", "ReconcileReport", "ReconcilerSpec", "ReconcilerStats",
            "start_reconciler"]
 
+_HISTORY = 256  # fill notices kept for subscribers that ask for a replay
 log = logging.getLogger("kalshiflow.reconciler")
 
 
@@ -96,10 +99,12 @@ class PositionReconcilerActor:
         self._batch_ids = itertools.count(1)
         self._incarnation = time.time_ns()
         self._subs: dict[Any, tuple[str, asyncio.Queue[FillNotice], asyncio.Task[None]]] = {}
+        self._origin = f"{spec.account}:{self._incarnation}"  # numbers this incarnation's notices
+        self._history: deque[FillNotice] = deque(maxlen=_HISTORY)  # the last notices, for replay
         self._disc: dict[str, int] = {}
         self._n = dict.fromkeys(("fills", "duplicate_fills", "backfilled", "position_events", "decode_errors",
                                  "corrections", "bootstrap_corrections", "reconciles", "failures",
-                                 "notify_errors", "reconnects"), 0)
+                                 "notify_errors", "reconnects", "maker_fills", "taker_fills"), 0)
         self._last: ReconcileReport | None = None
         self._last_error: str | None = None
         self._last_fill_ms = 0
@@ -165,8 +170,11 @@ class PositionReconcilerActor:
             fill.ticker, fill.side.value, fill.action.value, fill.yes_price, 10_000 - fill.yes_price,
             fill.count, fill.fee, fill.is_taker, fill.post_position, _ts(fill.ts_ms),
             _ts(recv_ns // 1_000_000))]})
+        self._n["taker_fills" if fill.is_taker else "maker_fills"] += 1
         notice = FillNotice(fill=fill, position=self._ledger.view(time.time()).positions.get(fill.ticker),
-                            received_ns=recv_ns)
+                            received_ns=recv_ns, origin=self._origin, seq=self._n["fills"],
+                            maker_fills=self._n["maker_fills"], taker_fills=self._n["taker_fills"])
+        self._history.append(notice)
         for _, queue, _ in self._subs.values():
             queue.put_nowait(notice)
         return True
@@ -398,11 +406,14 @@ class PositionReconcilerActor:
             return self._record_report(snap, res.discrepancies, len(res.corrections), res.deferred, started,
                                        bootstrap=False)
 
-    async def add_subscriber(self, handle: Any, method: str = "on_fill") -> bool:
-        """``handle.<method>(FillNotice)`` for each new fill, in order. False if already there."""
+    async def add_subscriber(self, handle: Any, method: str = "on_fill", replay: int = 0) -> bool:
+        """``handle.<method>(FillNotice)`` for each new fill, in order, after the last ``replay``
+        notices already sent (at most ``_HISTORY`` of them). False if already there (no replay)."""
         if handle in self._subs:
             return False
         queue: asyncio.Queue[FillNotice] = asyncio.Queue()
+        for notice in list(self._history)[len(self._history) - min(max(replay, 0), len(self._history)):]:
+            queue.put_nowait(notice)
         task = asyncio.get_running_loop().create_task(self._deliver(handle, method, queue))
         self._subs[handle] = (method, queue, task)
         return True

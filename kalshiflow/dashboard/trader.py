@@ -55,11 +55,19 @@ def fill_from_notice(notice: Any, decision: str | None = None) -> Fill:
 
 
 class ExecutionTally:
-    """Every fill the reconciler announces: counts, and resting time (order created -> filled)."""
+    """Every fill the reconciler announces: counts, and resting time (order created -> filled).
+
+    Counts follow the reconciler's running totals (``FillNotice.seq`` / ``maker_fills`` /
+    ``taker_fills``), so fills made before this tally subscribed, or whose notices were lost, are
+    counted too; a notice already seen (same origin, no higher seq) is ignored; a new origin (a
+    restarted reconciler, numbering from 1) adds its own totals. Unnumbered notices count one each.
+    """
 
     def __init__(self, cap: int) -> None:
         self.recent: deque[Fill] = deque(maxlen=cap)  # newest first
         self.total = self.maker = self.taker = 0
+        self._origin = ""
+        self._seen = (0, 0, 0)  # (seq, maker, taker) of the origin's last notice
         self._created: OrderedDict[str, float] = OrderedDict()  # order id -> created (epoch s)
         self._wait_sum = 0.0
         self._waits = 0
@@ -73,17 +81,34 @@ class ExecutionTally:
                     self._created.popitem(last=False)
 
     def on_fill(self, notice: Any) -> None:
+        if not self._count(notice):
+            return
         fill = fill_from_notice(notice)
         self.recent.appendleft(fill)
-        self.total += 1
-        if notice.fill.is_taker:
-            self.taker += 1
-        else:
-            self.maker += 1
         created = self._created.get(fill.order_id)
         if created is not None and fill.ts >= created:
             self._wait_sum += fill.ts - created
             self._waits += 1
+
+    def _count(self, notice: Any) -> bool:
+        """Add what this notice says happened since the last one; False: seen already."""
+        seq = notice.seq
+        if not seq:
+            taker = bool(notice.fill.is_taker)
+            total, maker, taker_n = 1, int(not taker), int(taker)
+        else:
+            totals = (seq, notice.maker_fills, notice.taker_fills)
+            if notice.origin == self._origin:
+                if seq <= self._seen[0]:
+                    return False
+                total, maker, taker_n = (a - b for a, b in zip(totals, self._seen, strict=True))
+            else:
+                total, maker, taker_n = totals
+            self._origin, self._seen = notice.origin, totals
+        self.total += total
+        self.maker += maker
+        self.taker += taker_n
+        return True
 
     @property
     def avg_fill_time_ms(self) -> float | None:

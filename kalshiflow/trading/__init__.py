@@ -272,9 +272,21 @@ class ReconcilerSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FillNotice(msgspec.Struct, frozen=True, kw_only=True):
+    """One fill, as the PositionReconciler announces it to its subscribers.
+
+    ``origin`` names the reconciler incarnation and ``seq`` numbers its fills from 1;
+    ``maker_fills`` / ``taker_fills`` are its running totals including this one. A subscriber that
+    joined late or missed notices still gets exact totals from the last notice it saw; a new
+    ``origin`` (a restarted reconciler) numbers from 1 again. 0 / "": not numbered.
+    """
+
     fill: TradeFill
     position: PositionSummary | None  # the market's position after this fill
     received_ns: int
+    origin: str = ""
+    seq: int = 0
+    maker_fills: int = 0
+    taker_fills: int = 0
 
 
 class ReconcileReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -145,6 +145,16 @@ async def test_reconciler_tracks_the_exchange_corrects_divergence_and_rebuilds_a
             assert [n.fill.trade_id for n in notices] == [f.trade_id for f in reversed(exchange_fills)]
             no_fill = next(n.fill for n in notices if n.fill.ticker == B)
             assert no_fill.bought_side is Side.NO and no_fill.bought_price == 60 * CENT
+            # Numbered, with running totals (all three took liquidity: taker fills).
+            totals = [(n.seq, n.maker_fills, n.taker_fills) for n in notices]
+            assert totals == [(1, 0, 1), (2, 0, 2), (3, 0, 3)]
+            assert len({n.origin for n in notices}) == 1
+            # A subscriber that comes late asks for the last two again; they come before new ones.
+            late = FillSink.remote()
+            assert await rec.add_subscriber.remote(late, "on_fill", 2)
+            assert not await rec.add_subscriber.remote(late, "on_fill", 2), "once per subscriber"
+            await eventually(lambda: _has(late, 2))
+            assert await late.get.remote() == notices[1:]
 
             # Corrupt the ledger: wrong quantity, a missing position, forgotten orders, cash drift.
             await rec.inject_divergence.remote(positions={A: (9 * C, 9 * C * 45 * CENT), B: (0, 0)},

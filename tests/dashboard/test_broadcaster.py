@@ -104,15 +104,20 @@ class FakeReconciler:
     def __init__(self, view: Any) -> None:
         self.view = view
         self.subs: list[tuple[Any, str]] = []
+        self.replays: list[int] = []
 
     def portfolio(self) -> Any:
         return self.view
 
-    def add_subscriber(self, handle: Any, method: str) -> bool:
+    def add_subscriber(self, handle: Any, method: str, replay: int = 0) -> bool:
         if any(h == handle for h, _ in self.subs):
             return False
         self.subs.append((handle, method))
+        self.replays.append(replay)
         return True
+
+    def replay_requests(self) -> list[int]:
+        return self.replays
 
     async def fire(self, notices: list[Any]) -> int:
         for handle, method in self.subs:
@@ -206,6 +211,8 @@ async def test_the_broadcaster_shows_its_sources_and_halts_the_trader(system: di
             ]
         )
         assert fired == 1, "the Broadcaster subscribed itself to the reconciler's fills"
+        assert await system["reconciler"].replay_requests.remote() == [UIConfig().recent_fills], \
+            "it asks for the fills listed on the page that came before it subscribed"
         trades = await until(
             ws, lambda m: isinstance(m, M.TradesMsg) and m.data.execution_stats.total_fills == 2
         )

@@ -113,3 +113,23 @@ def test_trades_prefer_the_trader_fills_which_name_the_decision() -> None:
         trader_view(fills=2), trader_stats(fills=9), ExecutionTally(3), now=1.0, state="running", cap=10
     )
     assert partial.execution_stats.total_fills == 9 and partial.execution_stats.maker_fills is None
+
+
+def numbered(order_id: str, seq: int, maker: int, taker: int, origin: str = "rec:1") -> FillNotice:
+    return FillNotice(fill=trade_fill(order_id, taker=taker > 0 and maker == 0, ts_ms=1_000), position=None,
+                      received_ns=1, origin=origin, seq=seq, maker_fills=maker, taker_fills=taker)
+
+
+def test_the_tally_counts_from_the_reconcilers_totals_across_missed_notices_and_restarts() -> None:
+    tally = ExecutionTally(cap=10)
+    # Subscribed late: the first notice seen is the reconciler's 5th fill (3 maker, 2 taker so far).
+    tally.on_fill(numbered("o-5", 5, 3, 2))
+    assert (tally.total, tally.maker, tally.taker) == (5, 3, 2)
+    tally.on_fill(numbered("o-5", 5, 3, 2))  # delivered twice (a retried call): counted once
+    assert (tally.total, len(tally.recent)) == (5, 1)
+    tally.on_fill(numbered("o-8", 8, 4, 4))  # notices 6 and 7 were lost: their fills still count
+    assert (tally.total, tally.maker, tally.taker) == (8, 4, 4)
+    # A restarted reconciler numbers from 1 again: its fills add to what was counted before.
+    tally.on_fill(numbered("o-9", 2, 1, 1, origin="rec:2"))
+    assert (tally.total, tally.maker, tally.taker) == (10, 5, 5)
+    assert [f.order_id for f in tally.recent] == ["o-9", "o-8", "o-5"]

@@ -173,6 +173,9 @@ async def test_dashboard_shows_live_data_and_the_kill_switch_halts_trading(
         await wait_text(page, "#total-fills", lambda v: NUMBER.match(v) and count(v) > 0, 60)
         await page.wait_for_selector("#fills-table tbody tr:not(:has(td.empty))", timeout=30_000)
         assert "take" in await text(page, "#fills-table tbody tr:first-child")
+        # The count covers every fill listed, also those made before the Broadcaster subscribed.
+        listed = await page.locator("#fills-table tbody tr:not(:has(td.empty))").count()
+        await wait_text(page, "#total-fills", lambda v: NUMBER.match(v) and count(v) >= listed, 30)
         await page.wait_for_selector("#positions-table tbody tr:not(:has(td.empty))", timeout=30_000)
         # Book ladder (the most active market is selected by itself) and the PnL chart (uPlot).
         await page.wait_for_selector("#ladder tbody tr.bid-row, #ladder tbody tr.ask-row", timeout=30_000)
