@@ -208,7 +208,7 @@ class Fill(_Data, frozen=True):
     action: str  # buy | sell
     side: str  # yes | no
     quantity: str
-    price: str
+    price: str  # per contract of `side` ("sell yes at 0.46": the YES price of the sale)
     order_id: str
     fill_id: str | None
     is_taker: bool | None

@@ -37,7 +37,8 @@ _CREATED_CAP = 10_000  # resting orders whose creation time is remembered (for f
 
 
 def fill_from_notice(notice: Any, decision: str | None = None) -> Fill:
-    """A reconciler ``FillNotice`` as the page shows it (price of the side bought, in dollars)."""
+    """A reconciler ``FillNotice`` as the page shows it: "<action> <side>" at the price of that side
+    (a YES sale at 0.46, not the 0.54 NO price it buys), in dollars."""
     f = notice.fill
     ts = f.ts_ms / 1000.0 if f.ts_ms is not None else notice.received_ns / 1e9
     return Fill(
@@ -46,7 +47,7 @@ def fill_from_notice(notice: Any, decision: str | None = None) -> Fill:
         action=str(f.action.value),
         side=str(f.side.value),
         quantity=format_qty(f.count),
-        price=format_price(f.bought_price),
+        price=format_price(f.side_price),
         order_id=f.order_id,
         fill_id=f.trade_id,
         is_taker=f.is_taker,

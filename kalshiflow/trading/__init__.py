@@ -97,6 +97,12 @@ class TradeFill(msgspec.Struct, frozen=True, kw_only=True):
     def notional(self) -> Money:
         return Money(self.bought_price * self.count)
 
+    @property
+    def side_price(self) -> int:
+        """Price of ``side`` per contract, as "<action> <side> at <price>" reads: selling YES at 46c
+        is 46c here (its ``bought_price`` is the 54c NO price: the money moved)."""
+        return self.bought_price if self.action is Action.BUY else complement(self.bought_price)
+
     @classmethod
     def from_ws(cls, f: wd.FillEvent) -> TradeFill:
         return cls._make(f.trade_id, f.order_id, f.client_order_id, f.market_ticker, f.side, f.action,

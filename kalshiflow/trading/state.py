@@ -92,7 +92,7 @@ class FillRow(msgspec.Struct, frozen=True, kw_only=True):
     action: str
     side: str
     quantity: str
-    price: str  # what was paid per contract of the side bought
+    price: str  # per contract of ``side``: "sell yes at 46c" (TradeFill.side_price)
     order_id: str
     fill_id: str
     is_taker: bool
@@ -189,7 +189,7 @@ class Counters:
             self.filled_orders.pop()
         self.fills.appendleft(FillRow(
             ts=(f.ts_ms / 1000.0) if f.ts_ms is not None else now, ticker=f.ticker, action=f.action.value,
-            side=f.side.value, quantity=format_qty(f.count), price=format_price(f.bought_price),
+            side=f.side.value, quantity=format_qty(f.count), price=format_price(f.side_price),
             order_id=f.order_id, fill_id=f.trade_id, is_taker=f.is_taker,
             decision=self.decision_of.get(f.client_order_id)))
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 from dashboard_factories import open_order, portfolio, trade_fill, trader_stats, trader_view
 
 from actors.reconciler import FillNotice
-from kalshiflow.dashboard.trader import ExecutionTally, build_trader_state, build_trades
-from kalshiflow.market.types import Side
+from kalshiflow.dashboard.trader import ExecutionTally, build_trader_state, build_trades, fill_from_notice
+from kalshiflow.market.types import Action, Side
 from kalshiflow.serving.messages import ServerStats
 
 
@@ -133,3 +134,11 @@ def test_the_tally_counts_from_the_reconcilers_totals_across_missed_notices_and_
     tally.on_fill(numbered("o-9", 2, 1, 1, origin="rec:2"))
     assert (tally.total, tally.maker, tally.taker) == (10, 5, 5)
     assert [f.order_id for f in tally.recent] == ["o-9", "o-8", "o-5"]
+
+
+def test_a_yes_sale_is_listed_at_its_yes_price() -> None:
+    # Selling YES at 0.40 buys NO at 0.60: the row reads "sell yes 0.40", as the order was placed.
+    sale = msgspec.structs.replace(trade_fill("o", taker=True, ts_ms=1_000), action=Action.SELL,
+                                   bought_side=Side.NO, bought_price=6000)
+    fill = fill_from_notice(FillNotice(fill=sale, position=None, received_ns=1))
+    assert (fill.action, fill.side, fill.price) == ("sell", "yes", "0.4000")

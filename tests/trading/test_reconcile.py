@@ -99,6 +99,14 @@ def test_selling_yes_from_flat_buys_no_at_the_complement() -> None:
     assert led.portfolio.cash == 97 * DOLLAR
 
 
+@given(st.integers(1, 99), st.sampled_from(list(Side)), st.sampled_from(list(Action)))
+def test_a_fill_reads_at_the_price_of_its_named_side(cents: int, side: Side, action: Action) -> None:
+    """"sell yes at p" is p (the YES price), though the money moved is the NO price it buys."""
+    fill = ws_fill(side=side, action=action, yes_price=cents * CENT, no_price=(100 - cents) * CENT)
+    assert fill.side_price == (cents if side is Side.YES else 100 - cents) * CENT
+    assert fill.bought_price == (fill.side_price if action is Action.BUY else (100 * CENT - fill.side_price))
+
+
 def test_no_fill_decoded_from_the_wire_and_from_rest() -> None:
     frame = {"type": "fill", "sid": 3, "msg": {
         "trade_id": "t9", "order_id": "o9", "market_ticker": "M", "is_taker": True, "side": "no",
