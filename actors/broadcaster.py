@@ -329,10 +329,19 @@ class _Round(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _summary(result: Any) -> str:
+    """The Trader's answer to the kill switch, as a sentence for the page."""
     if result is None:
         return "trading halted"
     if isinstance(result, str):
         return result[:300]
+    if isinstance(result, dict) and "mode" in result:
+        left = result.get("open_orders")
+        if not isinstance(left, int):
+            orders = ""
+        else:
+            orders = "no order left open" if left == 0 else f"{left} order(s) still open after the cancels"
+        reason = f" ({result['reason']})" if result.get("reason") else ""
+        return f"trading {result['mode']}{reason}" + (f"; {orders}" if orders else "")
     with contextlib.suppress(Exception):
         return msgspec.json.encode(result).decode()[:300]
     return str(result)[:300]

@@ -339,7 +339,8 @@
   function onResult(d) {
     if (d.command === "select_market") return;
     const n = $("notice");
-    n.textContent = `${d.command}: ${d.ok ? "done" : "FAILED"} — ${d.detail}`;
+    const name = { kill_switch: "Kill switch" }[d.command] || d.command;
+    n.textContent = `${name}: ${d.ok ? "done" : "FAILED"} — ${d.detail}`;
     n.dataset.ok = d.ok ? "yes" : "no";
     n.hidden = false;
     if (d.command === "kill_switch" && !d.ok) {

@@ -224,7 +224,8 @@ async def test_the_broadcaster_shows_its_sources_and_halts_the_trader(system: di
         result = await until(
             ws, lambda m: isinstance(m, M.CommandResultMsg) and m.data.command == "kill_switch"
         )
-        assert result.data.ok and "halted" in result.data.detail
+        assert result.data.ok
+        assert result.data.detail == "trading halted (test halt); no order left open"
         assert await system["trader"].killed.remote() == ["test halt"]
         halted = await until(ws, lambda m: isinstance(m, M.TraderStateMsg) and m.data.risk_mode == "halted")
         assert halted.data.state == "running"

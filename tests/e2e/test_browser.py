@@ -201,7 +201,7 @@ async def test_dashboard_shows_live_data_and_the_kill_switch_halts_trading(
         await page.click("#kill-switch")
         await page.click("#kill-switch")
         await wait_text(page, "#risk-mode", lambda v: v == "HALTED", 30)
-        assert "kill_switch: done" in await text(page, "#notice")
+        assert "Kill switch: done — trading halted (dashboard kill switch)" in await text(page, "#notice")
         assert await page.locator("#kill-switch").is_disabled()
         await asyncio.sleep(2.0)
         halted_at = count(await text(page, "#orders-placed"))
