@@ -222,6 +222,13 @@ class TraderConfig(_Section, frozen=True):
     actor_num_cpus: float = 0.25
     # Paper trading with discovered markets: look for newly listed ones this often (wall s; 0 = never).
     market_refresh_s: float = 0.0
+    # --- a fresh install (kalshiflow.launch.bootstrap) ---
+    # With the simulator and no current model, launch first trains a short PPO run on generated
+    # markets with this schema and promotes it (forced, recorded as "bootstrap"), so the quickstart
+    # trades. Never on demo / production. False: the Trader holds until a model is promoted.
+    bootstrap_model: bool = True
+    bootstrap_timesteps: int = 100_000  # ~1-2 minutes on 2 cores
+    bootstrap_data: str = "synthetic:edge:1-10"
 
 
 class UIConfig(_Section, frozen=True):

@@ -67,7 +67,7 @@ class LinkServer:
         self._apply = apply
         self._token = secrets.token_hex(_TOKEN_BYTES // 2)
         self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.Task[None]] = set()
+        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.frames = self.failures = self.rejected = 0
 
     async def start(self, host: str = LOOPBACK, node_id: str = "") -> LinkEndpoint:
@@ -82,7 +82,7 @@ class LinkServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._conns.add(task)
+        self._conns[task] = writer
         decode = msgspec.msgpack.Decoder(list[BookTop]).decode
         try:
             if await reader.readexactly(_TOKEN_BYTES) != self._token.encode():
@@ -106,15 +106,18 @@ class LinkServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the collector went away: it reconnects when it has something to send
         finally:
-            self._conns.discard(task)
+            self._conns.pop(task, None)
             writer.close()
 
     async def close(self) -> None:
+        """Stop accepting; end each connection by closing it (its reader sees EOF and the handler
+        returns), not by cancelling the handler, which asyncio would report as an error."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._conns):
-            task.cancel()
-        await asyncio.gather(*self._conns, return_exceptions=True)
+        tasks = list(self._conns)
+        for writer in list(self._conns.values()):
+            writer.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class _Link:

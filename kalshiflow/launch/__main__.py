@@ -89,6 +89,8 @@ async def _run(config: AppConfig, ray_info: RayInfo, duration: float | None, mod
         except TimeoutError:
             await system.heartbeat()
     await system.stop()
+    if system.trading_summary:
+        _say(system.trading_summary)
     summary = system.summary
     if summary is not None:
         s = summary.session

@@ -105,6 +105,7 @@ class System:
         self.trading: Any = None  # kalshiflow.trading.paper.PaperTrading
         self.policy_app: str | None = None
         self.summary: Any = None  # the collection's CollectionSummary, after stop
+        self.trading_summary: str | None = None  # the Trader's last word (paper.trading_summary)
         self._db_stack = contextlib.AsyncExitStack()
         self._trading_stack = contextlib.AsyncExitStack()
 
@@ -122,6 +123,7 @@ class System:
             with _timed("PostgreSQL"):
                 await self._start_database()
             await self._set_state("starting")
+            await self._bootstrap_model()
             with _timed("PolicyServer"):
                 await self._start_policy_server()
             with _timed("exchange, collectors, WriteQueue, PositionReconciler and Trader"):
@@ -182,6 +184,15 @@ class System:
         if aborted:
             log.info("closed %d sessions an earlier run left active", len(aborted))
 
+    async def _bootstrap_model(self) -> None:
+        """A fresh install's first model (kalshiflow.launch.bootstrap); nothing when one is served."""
+        from kalshiflow.launch.bootstrap import needs_bootstrap_model, train_bootstrap_model
+
+        if needs_bootstrap_model(self.config, self.models_dir):
+            with _timed("a first model (trader.bootstrap_model)"):
+                version = await asyncio.to_thread(train_bootstrap_model, self.config, self.models_dir)
+            log.info("serving %s", version)
+
     async def _start_policy_server(self) -> None:
         from actors.policy_server import deploy_policy_server
         from kalshiflow.trading.paper import policy_config
@@ -234,6 +245,7 @@ class System:
                 # paper_trading's exit: Trader cancel-all, reconciler, collection (session closed).
                 await self._trading_stack.aclose()
                 self.summary = self.trading.summary.get("collection")
+                self.trading_summary = self.trading.summary.get("trading")
         if self.policy_app is not None:
             with _step("PolicyServer"):
                 from ray import serve

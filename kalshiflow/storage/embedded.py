@@ -84,7 +84,12 @@ def _import_pgserver() -> Any:
         warnings.simplefilter("ignore")
         import pgserver
 
-        return pgserver
+    # Its INFO lines print every pg_ctl command line with its output (a dozen lines a start);
+    # ours say what matters. A level the user set is kept.
+    quiet = logging.getLogger("pgserver")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.WARNING)
+    return pgserver
 
 
 def pid_alive(pid: int) -> bool:

@@ -165,6 +165,11 @@ class PaperTrading:
             await asyncio.gather(self._refresher, return_exceptions=True)
         out: dict[str, Any] = {}
         if self.trader is not None:
+            # The day's result as the Trader saw it, before its orders are cancelled.
+            with contextlib.suppress(Exception):
+                stats, state = await asyncio.wait_for(asyncio.gather(
+                    self.trader.stats.remote(), self.trader.trader_state.remote()), 10)
+                out["trading"] = trading_summary(stats, state)
             try:
                 out["trader"] = await self.trader.shutdown.remote(timeout / 2)
             except Exception as err:  # noqa: BLE001 - keep stopping the rest
@@ -275,3 +280,15 @@ async def paper_trading(
             await pt.stop()  # the simulator stops after it, when the exit stack unwinds
 
 
+def trading_summary(stats: Any, state: Any) -> str:
+    """One line for the end of a run: what the Trader did and where the account ended."""
+    money = {k: getattr(state, k) for k in ("portfolio_value", "realized_pnl", "unrealized_pnl", "fees")}
+    value = ", ".join(f"{k.replace('_', ' ')} {'-' if v.startswith('-') else ''}${v.lstrip('-')}"
+                      for k, v in money.items() if v is not None)
+    top = sorted(stats.refusals.items(), key=lambda kv: -kv[1])[:3]
+    refused = sum(stats.refusals.values())
+    why = f" ({', '.join(f'{k} {n}' for k, n in top)})" if top else ""
+    return (f"paper trading ({stats.environment}, model {stats.model_version or 'none'}): "
+            f"{stats.decisions} decisions, {stats.orders_placed} orders placed, {stats.fills} fills, "
+            f"{stats.orders_rejected} rejected, {refused} refused by the risk gate{why}; "
+            f"{value or 'no portfolio view'}; risk mode {stats.risk_mode}")

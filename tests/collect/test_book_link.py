@@ -131,3 +131,24 @@ async def test_restarted_subscriber_is_found_again_and_wrong_tokens_are_refused(
     writer.close()
     links.close()
     await s2.close()
+
+
+async def test_closing_the_server_ends_its_connections_cleanly(caplog: pytest.LogCaptureFixture) -> None:
+    sink = Sink()
+    server = LinkServer(sink.apply)
+    ep = await server.start()
+
+    async def resolve(handle: object) -> LinkEndpoint:
+        return ep
+
+    async def ray_send(handle: object, updates: list[BookTop]) -> None:
+        raise AssertionError("the link is up")
+
+    links = BookLinks(resolve, ray_send)
+    await links.send("trader", [top("A", 1)])
+    assert server.connections == 1
+    await server.close()  # the Trader stopping while a collector is connected
+    await asyncio.sleep(0.05)  # let the loop run the handlers' done-callbacks
+    assert server.connections == 0
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
+    links.close()

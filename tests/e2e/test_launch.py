@@ -25,6 +25,7 @@ import pytest
 
 from kalshiflow.config import PROJECT_ROOT, StorageConfig
 from kalshiflow.launch.system import pick_free_port
+from kalshiflow.rl.registry import Registry
 from kalshiflow.storage import open_database
 from kalshiflow.storage.sessions import get_session
 
@@ -139,7 +140,11 @@ async def test_launch_runs_stops_by_itself_and_a_second_launch_duplicates_nothin
     # The embedded PostgreSQL in a data dir of its own (no DATABASE_URL): the quickstart's path.
     env = clean_env(KALSHIFLOW_DATA_DIR=str(pg_tmp_dir))
     common = ["--address", ray_cluster, "--set", f"ray.namespace={namespace}", "--ui-port", "0"]
-    first = launch(*common, "--duration", "20", "--markets", "4", env=env)
+    # A fresh install: no model yet, so launch trains a first one (a short budget here) and serves it.
+    models = pg_tmp_dir / "models"
+    bootstrap = ["--models-dir", str(models), "--set", "trader.bootstrap_timesteps=4096",
+                 "--set", "trader.bootstrap_data=synthetic:edge:1-2"]
+    first = launch(*common, "--duration", "20", "--markets", "4", *bootstrap, env=env)
     try:
         lines = wait_for_line(first, r"^running;", START_TIMEOUT_S)
         text = "\n".join(lines)
@@ -172,6 +177,11 @@ async def test_launch_runs_stops_by_itself_and_a_second_launch_duplicates_nothin
         out, err = first.communicate()
         assert rc == 0, err[-5000:]
         assert "--duration 20 s reached" in out and "closed:" in out, out
+        # The Trader's last word: what it did and where the account ended.
+        pattern = r"^paper trading \(simulator, model v0001\): \d+ decisions, .*; risk mode \w+$"
+        assert re.search(pattern, out, re.M), out
+        assert "training v0001 on synthetic:edge:1-2" in text, text
+        assert Registry(models).current() == "v0001", "the first model is promoted (forced, 'bootstrap')"
     finally:
         if first.poll() is None:
             first.kill()
