@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 import ray
 
+from kalshiflow.cancellation import stop_tasks
 from kalshiflow.dashboard import messages as M
 from kalshiflow.dashboard.collection import build_collection_status, market_owners
 from kalshiflow.dashboard.server import Dashboard, HttpServer, create_app
@@ -150,9 +151,7 @@ class Broadcaster:
 
     async def shutdown(self) -> None:
         """Stop serving (browsers see the connection drop and keep retrying)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, timeout=5.0)
         await self.http.stop()
 
     # ------------------------------------------------------------------ polling

@@ -29,6 +29,7 @@ from typing import Any
 
 import ray
 
+from kalshiflow.cancellation import stop_tasks
 from kalshiflow.collect import selection
 from kalshiflow.collect.book_link import BookLinks, LinkEndpoint
 from kalshiflow.collect.epochs import EpochClock
@@ -441,9 +442,7 @@ class Collector:
         """Close the connection, ship every row and wait for the acknowledgements; then idle."""
         if not self._stopped:
             self._stopped = True
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await stop_tasks(self._tasks, timeout=5.0)
             await self._ws.close()
             if self._state.epoch:
                 self._state.end_epoch(time.time_ns(), "stopped")

@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 import ray
 
+from kalshiflow.cancellation import stop_tasks
 from kalshiflow.collect.shipper import Rows, Shipper
 from kalshiflow.market.prices import PRICE_SCALE, Money, parse_money
 from kalshiflow.protocol import rest_models as rm
@@ -455,9 +456,7 @@ class PositionReconcilerActor:
         if not self._stopped:
             self._stopped = True
             tasks = self._tasks + [t for _, _, t in self._subs.values()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_tasks(tasks, timeout=5.0)
             await self._ws.close()
             await self._rest.close()
         if self._shipper is not None and not await self._shipper.drain(timeout):

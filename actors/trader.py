@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import ray
 
+from kalshiflow.cancellation import stop_tasks
 from kalshiflow.collect.book_link import LOOPBACK, LinkEndpoint, LinkServer
 from kalshiflow.collect.messages import BookTop
 from kalshiflow.protocol.auth import Signer
@@ -221,7 +222,7 @@ class Trader:
         if not self.spec.trader.clock_decisions:
             return
         sweep = max(0.01, min(0.5, self.clock.wall_seconds(self.spec.trader.decision_interval_s) / 4))
-        while True:
+        while not self._stopped:
             await asyncio.sleep(sweep)
             self._kick(on_change_only=False)
 
@@ -340,7 +341,7 @@ class Trader:
         await self._ready.wait()
         cfg = self.spec.trader
         due = dict.fromkeys(("sync", "collectors", "snapshot"), time.monotonic())
-        while True:
+        while not self._stopped:
             await asyncio.sleep(cfg.portfolio_refresh_s)
             try:
                 await self._refresh_view()
@@ -389,7 +390,7 @@ class Trader:
         self.sink.add(table, row)
 
     async def _persist_loop(self) -> None:
-        while True:
+        while not self._stopped:
             await asyncio.sleep(self.spec.trader.persist_interval_s)
             self.sink.ship()
 
@@ -458,10 +459,7 @@ class Trader:
         """Stop deciding, cancel every open order, ship the last rows. Idempotent."""
         if not self._stopped:
             self._stopped = True
-            loops = [*self._loops, *self._cycles]
-            for task in loops:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await stop_tasks([*self._loops, *self._cycles], timeout=timeout / 4)
             if self.spec.environment == "simulator":  # its accounts end with it: nothing to resume
                 self.risk_day.path.unlink(missing_ok=True)
             else:

@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 import ray
 
+from kalshiflow.cancellation import stop_tasks
 from kalshiflow.config import AppConfig
 from kalshiflow.ingest.batching import (
     Entry,
@@ -152,9 +153,7 @@ class WriteQueueActor:
                 self._name,
                 self._spill.directory,
             )
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, timeout=5.0)
         # Whatever is still not durable was never acknowledged: its senders still hold it.
         unfinished = self._buffer.entries() + [e for entries in self._in_flight.values() for e in entries]
         for entry in unfinished:

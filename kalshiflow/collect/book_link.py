@@ -68,6 +68,7 @@ class LinkServer:
         self._token = secrets.token_hex(_TOKEN_BYTES // 2)
         self._server: asyncio.Server | None = None
         self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._closing = False
         self.frames = self.failures = self.rejected = 0
 
     async def start(self, host: str = LOOPBACK, node_id: str = "") -> LinkEndpoint:
@@ -105,18 +106,28 @@ class LinkServer:
                     writer.write(_OK)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the collector went away: it reconnects when it has something to send
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # close() gave up waiting for the EOF: end quietly (asyncio reports a cancelled handler)
         finally:
             self._conns.pop(task, None)
             writer.close()
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 1.0) -> None:
         """Stop accepting; end each connection by closing it (its reader sees EOF and the handler
-        returns), not by cancelling the handler, which asyncio would report as an error."""
+        returns); a handler still running after ``timeout`` is cancelled (shutdown stays bounded)."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         tasks = list(self._conns)
         for writer in list(self._conns.values()):
             writer.close()
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from kalshiflow.cancellation import stop_tasks
 from kalshiflow.collect.messages import BookTop
 from kalshiflow.exchange.replay.events import RecTrade
 
@@ -183,6 +184,4 @@ class Fanout:
 
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(list(self._tasks), timeout=5.0)

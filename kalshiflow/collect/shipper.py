@@ -19,6 +19,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kalshiflow.cancellation import stop_tasks
+
 __all__ = ["RowBatch", "Rows", "Shipper"]
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,4 @@ class Shipper:
 
     async def close(self) -> None:
         """Stop delivering (the actor is going away). Pending batches are abandoned."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(list(self._tasks), timeout=5.0)

@@ -141,7 +141,13 @@ class OrderRouter:
         pending = list(in_flight)
         while time.monotonic() < deadline:
             sends = [self.place(c) if isinstance(c, PlaceOrder) else self.cancel(c) for c in cmds]
-            await asyncio.gather(*sends, *pending, return_exceptions=True)
+            # Bounded by the deadline: a send stuck in retries must not hold a shutdown forever.
+            work = asyncio.gather(*sends, *pending, return_exceptions=True)
+            try:
+                await asyncio.wait_for(asyncio.shield(work), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                log.warning("trader: %s: sends still pending at the cancel-all deadline", reason)
+                break
             await self.sync()
             cmds, pending = list(self.engine.cancels(None, reason)), []
             if not len(self.tracker):

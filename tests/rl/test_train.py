@@ -127,7 +127,7 @@ def test_bad_data_spec_fails_before_ray_starts(tmp_path: Path, capsys: pytest.Ca
 def test_bench_train_json_shape() -> None:
     """The benchmark's keys (never its timings: benchmarks report, tests check shape)."""
     cmd = [sys.executable, "-m", "kalshiflow.bench", "train", "--json", "--iterations", "1", "--warmup", "1",
-           "--data", "static", "--env-runners", "0", "--set", "ppo.train_batch_size=256",
+           "--repeat", "2", "--data", "static", "--env-runners", "0", "--set", "ppo.train_batch_size=256",
            "--set", "ppo.minibatch_size=128", "--set", "ppo.num_epochs=1",
            "--set", "runners.num_envs_per_env_runner=2", "--set", "env.window_s=120.0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
@@ -140,3 +140,6 @@ def test_bench_train_json_shape() -> None:
     assert result["targets"] == {"steps_per_s": 10_000, "ratio": 0.7}
     assert result["steps_per_s"] > 0 and result["noop_steps_per_s"] > 0 and result["real"]["steps"] >= 256
     assert result["config"]["n_actions"] == 26 and result["config"]["episode_len"] == 24
+    rounds = result["rounds_steps_per_s"]
+    assert result["repeat"] == 2 and len(rounds["noop"]) == len(rounds["real"]) == 2
+    assert result["steps_per_s"] == max(rounds["real"]) and result["noop_steps_per_s"] == max(rounds["noop"])
