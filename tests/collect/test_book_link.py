@@ -80,8 +80,8 @@ async def test_no_endpoint_or_unreachable_endpoint_uses_ray_calls() -> None:
     assert links2.reachable(LinkEndpoint(host="10.0.0.5", port=1, token="", node_id="node-b"))
 
 
-async def test_a_frame_the_receiver_cannot_apply_fails_that_send_only() -> None:
-    sink = Sink()
+async def linked(sink: Sink) -> tuple[LinkServer, BookLinks]:
+    """A server for ``sink`` and a sender that must use it (no Ray fallback)."""
     server = LinkServer(sink.apply)
     ep = await server.start()
 
@@ -91,7 +91,12 @@ async def test_a_frame_the_receiver_cannot_apply_fails_that_send_only() -> None:
     async def ray_send(handle: object, updates: list[BookTop]) -> None:
         raise AssertionError("must not fall back")
 
-    links = BookLinks(resolve, ray_send)
+    return server, BookLinks(resolve, ray_send)
+
+
+async def test_a_frame_the_receiver_cannot_apply_fails_that_send_only() -> None:
+    sink = Sink()
+    server, links = await linked(sink)
     sink.fail_next = True
     with pytest.raises(LinkError, match="could not apply"):
         await links.send("t", [top("A", 1)])
@@ -134,17 +139,7 @@ async def test_restarted_subscriber_is_found_again_and_wrong_tokens_are_refused(
 
 
 async def test_closing_the_server_ends_its_connections_cleanly(caplog: pytest.LogCaptureFixture) -> None:
-    sink = Sink()
-    server = LinkServer(sink.apply)
-    ep = await server.start()
-
-    async def resolve(handle: object) -> LinkEndpoint:
-        return ep
-
-    async def ray_send(handle: object, updates: list[BookTop]) -> None:
-        raise AssertionError("the link is up")
-
-    links = BookLinks(resolve, ray_send)
+    server, links = await linked(Sink())
     await links.send("trader", [top("A", 1)])
     assert server.connections == 1
     await server.close()  # the Trader stopping while a collector is connected
