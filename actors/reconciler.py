@@ -413,7 +413,7 @@ class PositionReconcilerActor:
         if handle in self._subs:
             return False
         queue: asyncio.Queue[FillNotice] = asyncio.Queue()
-        for notice in list(self._history)[len(self._history) - min(max(replay, 0), len(self._history)):]:
+        for notice in list(self._history)[-replay:] if replay > 0 else ():
             queue.put_nowait(notice)
         task = asyncio.get_running_loop().create_task(self._deliver(handle, method, queue))
         self._subs[handle] = (method, queue, task)

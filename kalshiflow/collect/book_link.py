@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from kalshiflow.cancellation import stop_tasks
 from kalshiflow.collect.messages import BookTop
 
 __all__ = ["BookLinks", "LinkEndpoint", "LinkError", "LinkServer", "LOOPBACK"]
@@ -126,9 +127,7 @@ class LinkServer:
         if not tasks:
             return
         _, late = await asyncio.wait(tasks, timeout=timeout)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(late, timeout=timeout)
 
 
 class _Link:

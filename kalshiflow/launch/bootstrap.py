@@ -51,8 +51,6 @@ def train_bootstrap_model(config: AppConfig, models_dir: str, *, progress: bool 
     """Train, check against the Trader's schema, promote (forced, recorded); returns the version."""
     import ray
 
-    from kalshiflow.rl.actions import ActionTable
-    from kalshiflow.rl.features import Observer
     from kalshiflow.rl.policy import load_policy
     from kalshiflow.rl.registry import Registry
     from kalshiflow.rl.train import load_train_config, train
@@ -66,9 +64,10 @@ def train_bootstrap_model(config: AppConfig, models_dir: str, *, progress: bool 
              "serve; `python -m kalshiflow.train` and `models promote` make real ones",
              registry.root, cfg.run.timesteps, cfg.env.data)
     manifest = train(cfg, registry=registry, use_db=False, progress=progress)
-    t = config.trader
-    # What the Trader will build (trading/decision.py): the PolicyServer refuses anything else.
-    schema = Observer(ActionTable(tuple(t.sizes)), t.max_position, t.stale_after_s).schema_hash
+    from kalshiflow.serving import code_schema_hash
+
+    # The hash the PolicyServer accepts for the Trader's settings: refuse here what it would refuse.
+    schema = code_schema_hash(config.trader.sizes, config.trader.max_position)
     load_policy(manifest.version, registry.root, expected_schema_hash=schema)
     evidence: dict[str, Any] = {"env_steps": manifest.metrics.get("env_steps"),
                                 "validation": manifest.metrics.get("validation")}
