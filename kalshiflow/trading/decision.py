@@ -7,7 +7,10 @@ Per market (see docs/trading.md for the whole path):
 2. ``due``: a market is decided at most once per ``decision_interval_s`` of exchange time (the
    cadence the model was trained at), promptly when its book changes and on the clock otherwise
    (the env decides on a clock too); a wall-clock token bucket caps decisions per second overall
-   so a burst cannot swamp the PolicyServer. Oldest-decided markets go first.
+   so a burst cannot swamp the PolicyServer. Oldest-decided markets go first. Each market's
+   clock has its own phase within the interval (its first decision waits for it), so markets
+   added together do not all decide, and order, in the same instant of every interval: the
+   risk gate's order rate would refuse most of such a burst.
 3. ``prepare``: the :class:`~kalshiflow.rl.features.Observer` of the model's schema builds the
    features and the action mask from the feed and the market's :class:`AccountView`. When the mask
    allows nothing but HOLD the answer is known and the policy is not asked.
@@ -39,6 +42,10 @@ from kalshiflow.trading import PortfolioView
 from kalshiflow.trading.feed import BookUpdate, Levels, MarketFeed, MarketMeta
 from kalshiflow.trading.orders import CancelOrder, ClientOrderIds, OrderCommand, OrderTracker, PlaceOrder
 from kalshiflow.trading.risk import BookStatus, OrderIntent, RiskGate, RiskState
+
+# Successive multiples of the golden ratio, mod 1, stay evenly spread for any count: the phases
+# of markets added one after another.
+_GOLDEN = 0.6180339887498949
 
 __all__ = ["Candidate", "DecisionEngine", "DecisionRecord", "DecisionSettings", "Outcome", "TokenBucket",
            "observation_hash"]
@@ -127,6 +134,9 @@ class DecisionEngine:
         self.ids: ClientOrderIds = tracker.ids
         self.feeds: dict[str, MarketFeed] = {}
         self.last_decided: dict[str, float] = {}  # exchange time of the market's last decision
+        self.phase: dict[str, float] = {}  # the market's decision phase in the interval (seconds)
+        self.first_due: dict[str, float] = {}  # exchange time of a new market's first decision
+        self._added = 0
         self.fresh: set[str] = set()  # markets updated since the last ``due`` call
         self.live_at: dict[str, float] = {}  # wall time the market's book was last known good
         rate = settings.max_decisions_per_s
@@ -138,6 +148,8 @@ class DecisionEngine:
         feed = self.feeds.get(meta.ticker)
         if feed is None:
             feed = self.feeds[meta.ticker] = MarketFeed(meta)
+            self.phase[meta.ticker] = (self._added * _GOLDEN) % 1.0 * self.settings.decision_interval_s
+            self._added += 1
         return feed
 
     def on_update(self, u: BookUpdate, wall: float) -> bool:
@@ -157,6 +169,8 @@ class DecisionEngine:
         for t in gone:
             del self.feeds[t]
             self.last_decided.pop(t, None)
+            self.phase.pop(t, None)
+            self.first_due.pop(t, None)
             self.live_at.pop(t, None)
             self.fresh.discard(t)
         return gone
@@ -200,10 +214,19 @@ class DecisionEngine:
         soon after the market's last decision waits for the clock sweep, or for the next change:
         so a decision on change always answers the update that triggered it)."""
         dt = self.settings.decision_interval_s
-        last = self.last_decided
+        last, first_due, phase = self.last_decided, self.first_due, self.phase
         pool: Iterable[str] = self.fresh if on_change_only else self.feeds.keys()
         self.fresh = set()
-        ready = [t for t in pool if self.feeds[t].seen and now - last.get(t, -1e18) >= dt]
+        ready = []
+        for t in pool:
+            if not self.feeds[t].seen:
+                continue
+            prev = last.get(t)
+            if prev is None:  # never decided: at its phase after its book was first seen here
+                if now >= first_due.setdefault(t, now + phase.get(t, 0.0)):
+                    ready.append(t)
+            elif now - prev >= dt:
+                ready.append(t)
         if not ready:
             return []
         ready.sort(key=lambda t: last.get(t, -1e18))

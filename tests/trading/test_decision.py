@@ -275,23 +275,56 @@ def test_carried_levels_observe_exactly_like_the_whole_book() -> None:
 # ----------------------------------------------------------------------------- cadence
 
 
+def _add_markets(engine: DecisionEngine, n: int, ts: float) -> list[str]:
+    tickers = [f"M{i}" for i in range(n)]
+    for t in tickers:
+        engine.add_market(MarketMeta(ticker=t))
+        engine.on_update(BookUpdate(ticker=t, epoch=1, seq=1, valid=True, ts=ts, received_ns=0,
+                                    yes=((40 * CENT, 100),), no=((50 * CENT, 100),)), wall=0.0)
+    return tickers
+
+
 def test_cadence_per_market_and_global_rate_limit() -> None:
     engine = make_engine(DecisionSettings(decision_interval_s=DT, max_decisions_per_s=2.0))
-    for i in range(4):
-        engine.add_market(MarketMeta(ticker=f"M{i}"))
-        engine.on_update(BookUpdate(ticker=f"M{i}", epoch=1, seq=1, valid=True, ts=100.0, received_ns=0,
-                                    yes=((40 * CENT, 100),), no=((50 * CENT, 100),)), wall=0.0)
-    first = engine.due(100.0, wall=0.0)
-    assert len(first) == 2  # the bucket holds 2
+    _add_markets(engine, 4, 100.0)
+    assert engine.due(100.0, wall=0.0) == ["M0"]  # the others wait for their phase
+    engine.prepare("M0", 100.0, None, 0)
+    first = engine.due(100.0 + DT, wall=10.0)  # all four are due now; the bucket holds 2
+    assert len(first) == 2 and "M0" not in first  # never-decided markets go first
     for t in first:
-        engine.prepare(t, 100.0, None, 0)
-    assert engine.due(100.0, wall=0.0) == []
-    second = engine.due(100.0, wall=1.0)  # 2 more tokens; the two not yet decided go first
+        engine.prepare(t, 100.0 + DT, None, 0)
+    assert engine.due(100.0 + DT, wall=10.0) == []
+    second = engine.due(100.0 + DT, wall=11.0)  # 2 more tokens
     assert sorted(second) == sorted({"M0", "M1", "M2", "M3"} - set(first))
     for t in second:
-        engine.prepare(t, 100.0, None, 0)
-    assert engine.due(104.9, wall=10.0) == []  # each market at most once per interval
-    assert len(engine.due(105.0, wall=10.0)) == 2
+        engine.prepare(t, 100.0 + DT, None, 0)
+    assert engine.due(104.9 + DT, wall=20.0) == []  # each market at most once per interval
+    assert len(engine.due(105.0 + DT, wall=20.0)) == 2
+
+
+@pytest.mark.parametrize("n", [1, 3, 20, 57])
+def test_markets_decide_at_spread_phases_not_in_one_burst(n: int) -> None:
+    """Markets added together decide once per interval each, spread across it: a clock sweep
+    never finds more than its share due (20 markets in lockstep made the live gate refuse most
+    orders for its order rate)."""
+    sweep = 0.5
+    engine = make_engine(DecisionSettings(decision_interval_s=DT))
+    tickers = _add_markets(engine, n, 100.0)
+    decided: dict[str, list[float]] = {t: [] for t in tickers}
+    per_sweep = []
+    for k in range(int(10 * DT / sweep)):
+        now = 100.0 + k * sweep
+        due = engine.due(now, wall=float(k))
+        per_sweep.append(len(due))
+        for t in due:
+            engine.prepare(t, now, None, 0)
+            decided[t].append(now)
+    share = n * sweep / DT
+    assert max(per_sweep) <= math.ceil(share) + 1, per_sweep
+    for t, times in decided.items():
+        assert times[0] < 100.0 + DT + sweep, t  # every market within its first interval (+ a sweep)
+        gaps = np.diff(times)
+        assert (gaps >= DT).all() and (gaps <= DT + sweep).all(), (t, times)
 
 
 def test_stale_updates_are_dropped_and_clock_follows_the_exchange() -> None:
