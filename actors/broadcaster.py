@@ -203,6 +203,7 @@ class Broadcaster:
                     memory_mb=r.memory_mb,
                     ui_clients=len(self.dashboard.hub),
                     ui_dropped=self.dashboard.hub.dropped,
+                    lag_measurable=self.spec.exchange_clock_rate == 1.0,
                 )
             )
         state = self._component_state(d.trader() is not None or d.reconciler() is not None)

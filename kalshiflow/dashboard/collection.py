@@ -70,7 +70,10 @@ def build_collection_status(
     memory_mb: float | None,
     ui_clients: int,
     ui_dropped: int,
+    lag_measurable: bool = True,
 ) -> CollectionStatus:
+    """``lag_measurable=False``: the exchange's timestamps are not wall time (a simulator running
+    faster or slower than real time), so receive time minus them is no lag: shown as unknown."""
     markets = [m for c in collectors for m in c.per_market if m.active]
     markets.sort(key=lambda m: (-m.deltas, m.ticker))
     rows = [
@@ -80,12 +83,13 @@ def build_collection_status(
             deltas=m.deltas,
             snapshots=m.snapshots,
             gaps=m.gaps,
-            lag_ms_mean=None if m.lag_ms_mean is None else round(m.lag_ms_mean, 2),
+            lag_ms_mean=None if m.lag_ms_mean is None or not lag_measurable else round(m.lag_ms_mean, 2),
         )
         for m in markets[:MARKET_ROWS_CAP]
     ]
-    lag_means = [(c.lag_ms_mean, c.deltas + c.snapshots) for c in collectors if c.lag_ms_mean is not None]
-    lag_maxes = [c.lag_ms_max for c in collectors if c.lag_ms_max is not None]
+    timed = collectors if lag_measurable else []
+    lag_means = [(c.lag_ms_mean, c.deltas + c.snapshots) for c in timed if c.lag_ms_mean is not None]
+    lag_maxes = [c.lag_ms_max for c in timed if c.lag_ms_max is not None]
     lag_mean = _mean(lag_means)
     connected = sum(1 for c in collectors if c.connected)
     return CollectionStatus(

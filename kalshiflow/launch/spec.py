@@ -39,3 +39,6 @@ class BroadcasterSpec(msgspec.Struct, frozen=True, kw_only=True):
     exchange_url: str | None
     ray_dashboard_url: str | None
     names: ActorNames = ActorNames()
+    # Exchange seconds per wall second (the simulator's speed). Feed lag (receive time minus the
+    # exchange's timestamp) means something only when the exchange runs on the wall clock.
+    exchange_clock_rate: float = 1.0

@@ -150,6 +150,8 @@ class System:
             exchange_url=None,
             ray_dashboard_url=self.ray_info.dashboard_url,
             names=self.names,
+            exchange_clock_rate=(self.config.simulator.speed
+                                 if self.config.exchange.environment == "simulator" else 1.0),
         )
         # get_if_exists makes creation atomic: of two launches racing, exactly one spec wins.
         handle = Broadcaster.options(  # type: ignore[attr-defined]  # ray.remote class

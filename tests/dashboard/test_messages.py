@@ -112,6 +112,15 @@ def test_collection_status_sums_the_collectors_and_caps_the_market_list() -> Non
     assert status.write_queue is not None and status.write_queue.depth == 7
 
 
+def test_lag_is_unknown_when_the_exchange_clock_is_not_wall_time() -> None:
+    timed = collection_status()
+    assert timed.lag_ms_mean == 4.0 and timed.lag_ms_max == 20 and timed.markets[0].lag_ms_mean == 3.25
+    sped_up = collection_status(lag_measurable=False)  # a simulator at speed != 1
+    assert sped_up.lag_ms_mean is None and sped_up.lag_ms_max is None
+    assert sped_up.markets[0].lag_ms_mean is None
+    assert sped_up.deltas_collected == timed.deltas_collected
+
+
 def test_no_collectors_is_not_connected() -> None:
     status = build_collection_status(
         [],
