@@ -36,7 +36,7 @@ from kalshiflow.cancellation import stop_tasks
 from kalshiflow.dashboard import messages as M
 from kalshiflow.dashboard.collection import build_collection_status, market_owners
 from kalshiflow.dashboard.server import Dashboard, HttpServer, create_app
-from kalshiflow.dashboard.sources import ActorDirectory, memory_of_launch
+from kalshiflow.dashboard.sources import ActorDirectory, BackgroundLookup, memory_of_launch
 from kalshiflow.dashboard.streams import ladder_from_levels
 from kalshiflow.dashboard.trader import ExecutionTally, build_trader_state, build_trades
 from kalshiflow.launch.spec import BroadcasterSpec
@@ -75,8 +75,9 @@ class Broadcaster:
         self.directory = ActorDirectory(spec.namespace, spec.names)
         # Binding here makes a busy port fail the actor's creation, which the launcher reports.
         self.http = HttpServer(create_app(self.dashboard, Path(spec.ui_dir)), ui.host, ui.port)
-        self._memory: float | None = None
-        self._memory_at = 0.0
+        self._memory: BackgroundLookup[float | None] = BackgroundLookup(
+            lambda: memory_of_launch(spec.namespace, spec.launcher_pid, spec.names), None, "memory lookup")
+        self._memory_at = float("-inf")
         self._subscribed_at = float("-inf")
         self._pushed: set[str] = set()  # kinds an actor pushes itself: not polled any more
         self._started = asyncio.Event()
@@ -152,6 +153,8 @@ class Broadcaster:
     async def shutdown(self) -> None:
         """Stop serving (browsers see the connection drop and keep retrying)."""
         await stop_tasks(self._tasks, timeout=5.0)
+        self._memory.cancel()
+        self.directory.policy_lookup.cancel()
         await self.http.stop()
 
     # ------------------------------------------------------------------ polling
@@ -271,12 +274,11 @@ class Broadcaster:
         return {t: (a or {}).get(t) for t, a in zip(watched, answers, strict=True)}
 
     async def _memory_mb(self) -> float | None:
-        if time.monotonic() - self._memory_at >= _MEMORY_EVERY_S:
+        # The state API can take seconds on a loaded machine: looked up beside the rounds.
+        if time.monotonic() - self._memory_at >= _MEMORY_EVERY_S and not self._memory.running:
             self._memory_at = time.monotonic()
-            self._memory = await asyncio.to_thread(
-                memory_of_launch, self.spec.namespace, self.spec.launcher_pid, self.spec.names
-            )
-        return self._memory
+            self._memory.start()
+        return self._memory.value
 
     # ------------------------------------------------------------------ browsers
 

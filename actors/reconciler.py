@@ -154,6 +154,8 @@ class PositionReconcilerActor:
         self._on_fill(TradeFill.from_ws(event), recv_ns, reflected=reflected)
 
     def _on_fill(self, fill: TradeFill, recv_ns: int, *, reflected: bool = False) -> bool:
+        order = self._ledger.orders.get(fill.order_id)  # before the fill may close it
+        created = order.created_ts if order is not None else 0.0
         out = self._ledger.apply_fill(fill, reflected=reflected)
         if out.duplicate:
             self._n["duplicate_fills"] += 1
@@ -174,7 +176,8 @@ class PositionReconcilerActor:
         self._n["taker_fills" if fill.is_taker else "maker_fills"] += 1
         notice = FillNotice(fill=fill, position=self._ledger.view(time.time()).positions.get(fill.ticker),
                             received_ns=recv_ns, origin=self._origin, seq=self._n["fills"],
-                            maker_fills=self._n["maker_fills"], taker_fills=self._n["taker_fills"])
+                            maker_fills=self._n["maker_fills"], taker_fills=self._n["taker_fills"],
+                            order_created_ts=created or 0.0)
         self._history.append(notice)
         for _, queue, _ in self._subs.values():
             queue.put_nowait(notice)

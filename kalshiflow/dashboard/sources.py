@@ -13,18 +13,50 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import ray
 
 from kalshiflow.launch.spec import ActorNames
 
-__all__ = ["ActorDirectory", "memory_of_launch"]
+__all__ = ["ActorDirectory", "BackgroundLookup", "memory_of_launch"]
 
 log = logging.getLogger("kalshiflow.broadcaster")
 
 REFRESH_S = 3.0
+T = TypeVar("T")
+
+
+class BackgroundLookup(Generic[T]):
+    """A blocking lookup run in a thread beside the poll loop: ``start()`` begins one unless one
+    is still running, and ``value`` keeps the last result meanwhile. Some lookups take seconds
+    or longer on a loaded machine (the state API's actor list took ~5 s a call; the Serve status
+    lookup did not come back within a whole test): awaited in the poll round they froze every
+    panel of the dashboard; here they only leave their own figure stale."""
+
+    def __init__(self, lookup: Callable[[], T], initial: T, what: str) -> None:
+        self._lookup, self.value, self._what = lookup, initial, what
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self._what)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        try:
+            self.value = await asyncio.to_thread(self._lookup)
+        except Exception as err:  # noqa: BLE001 - keep the last value; the next start retries
+            log.debug("broadcaster: %s failed: %r", self._what, err)
+
+    def cancel(self) -> None:
+        """Stop waiting (the thread itself runs to its end; nothing reads its result)."""
+        if self._task is not None:
+            self._task.cancel()
 
 
 class ActorDirectory:
@@ -34,17 +66,28 @@ class ActorDirectory:
         self._handles: dict[str, Any] = {}
         self._collectors: list[str] = []
         self._write_queue: str | None = None
-        self._policy: Any = None
         self._refreshed = 0.0
-        self.has_policy_server = False
+        self._refreshing = asyncio.Lock()
+        self.policy_lookup = BackgroundLookup(self._policy_lookup, (None, False), "policy server lookup")
+
+    @property
+    def _policy(self) -> Any:
+        return self.policy_lookup.value[0]
+
+    @property
+    def has_policy_server(self) -> bool:
+        return self.policy_lookup.value[1]
 
     async def refresh(self) -> None:
-        """Look the actors up again, at most every REFRESH_S (list_named_actors asks the GCS)."""
-        if time.monotonic() - self._refreshed < REFRESH_S:
-            return
-        self._refreshed = time.monotonic()
-        self._collectors, self._write_queue, self._handles = await asyncio.to_thread(self._lookup)
-        self._policy, self.has_policy_server = await asyncio.to_thread(self._policy_lookup)
+        """Look the actors up again, at most every REFRESH_S (list_named_actors asks the GCS); the
+        PolicyServer's lookup runs in the background (see BackgroundLookup). A caller that comes
+        while another's lookup runs waits for its answer: it must not see the names of before."""
+        async with self._refreshing:
+            if time.monotonic() - self._refreshed < REFRESH_S:
+                return
+            self._refreshed = time.monotonic()
+            self.policy_lookup.start()
+            self._collectors, self._write_queue, self._handles = await asyncio.to_thread(self._lookup)
 
     def _lookup(self) -> tuple[list[str], str | None, dict[str, Any]]:
         # All namespaces, filtered: inside an actor, "current namespace" is the job's, which need

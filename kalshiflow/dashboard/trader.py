@@ -86,7 +86,10 @@ class ExecutionTally:
             return
         fill = fill_from_notice(notice)
         self.recent.appendleft(fill)
-        created = self._created.get(fill.order_id)
+        # How long a resting order waited. The reconciler's record of the order first: one placed
+        # and filled between two polls of the portfolio was never seen open here, so the quick
+        # fills would go uncounted and the average would lean slow.
+        created = (not notice.fill.is_taker and notice.order_created_ts) or self._created.get(fill.order_id)
         if created is not None and fill.ts >= created:
             self._wait_sum += fill.ts - created
             self._waits += 1

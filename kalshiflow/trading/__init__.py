@@ -284,6 +284,8 @@ class FillNotice(msgspec.Struct, frozen=True, kw_only=True):
     ``maker_fills`` / ``taker_fills`` are its running totals including this one. A subscriber that
     joined late or missed notices still gets exact totals from the last notice it saw; a new
     ``origin`` (a restarted reconciler) numbers from 1 again. 0 / "": not numbered.
+    ``order_created_ts``: when the filled order was created (epoch seconds), as the reconciler's
+    book of open orders knows it at the fill; 0 when it did not know the order (yet).
     """
 
     fill: TradeFill
@@ -293,6 +295,7 @@ class FillNotice(msgspec.Struct, frozen=True, kw_only=True):
     seq: int = 0
     maker_fills: int = 0
     taker_fills: int = 0
+    order_created_ts: float = 0.0
 
 
 class ReconcileReport(msgspec.Struct, frozen=True, kw_only=True):

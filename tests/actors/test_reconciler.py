@@ -250,3 +250,32 @@ async def test_fills_the_feed_missed_are_healed_by_rest_and_backfilled_after_a_r
         stats = await rec.stats.remote()
         assert stats.fills == 1 and stats.discrepancies == {"missing_position": 1, "balance_drift": 1}
         await rec.stop.remote()
+
+
+async def test_a_fill_notice_says_when_its_resting_order_was_created() -> None:
+    """The dashboard's average fill time reads it: an order placed and filled between two of its
+    portfolio polls was never seen open there."""
+    credentials, keys = make_keys()
+    async with run_simulator(SimulatorConfig(generator=False, rate_limit=False), keys=keys) as sim:
+        add_market(sim, A)
+        spec = ReconcilerSpec(account="paper-3", rest_url=sim.rest_url, ws_url=sim.ws_url,
+                              credentials=credentials, risk=RiskConfig(reconcile_interval_s=0.3))
+        rec = start_reconciler(spec, name=f"rec-{uuid.uuid4().hex[:6]}", num_cpus=0.05)
+        assert await rec.ready.remote(30)
+        sink = FillSink.remote()
+        assert await rec.add_subscriber.remote(sink)
+        async with KalshiRestClient(sim.rest_url, signer=Signer.from_credentials(credentials)) as rest:
+            order = await rest.create_order(rm.OrderRequest(ticker=A, side=Side.YES, action=Action.BUY,
+                                                            count=Qty(3 * C), price=Price(30 * CENT)))
+            await rec.track_order.remote(order)  # rests below the 40c crowd bid
+        (known,) = (await rec.portfolio.remote()).open_orders
+        assert known.order_id == order.order_id and known.created_ts > 0
+        # A recorded trade at 30c: the 30c level holds only our order, so it fills it (maker).
+        sim.state.apply_external_delta(A, Side.YES, Price(30 * CENT), Qty(-3 * C), traded=True)
+        await eventually(lambda: _has(sink, 1))
+        (notice,) = await sink.get.remote()
+        assert notice.fill.order_id == order.order_id and not notice.fill.is_taker
+        assert (notice.maker_fills, notice.taker_fills) == (1, 0)
+        assert notice.order_created_ts == known.created_ts
+        assert (await rec.portfolio.remote()).open_orders == (), "the fill closed it"
+        await rec.stop.remote()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -206,15 +207,20 @@ async def test_the_broadcaster_shows_its_sources_and_halts_the_trader(system: di
 
         fired = await system["reconciler"].fire.remote(
             [
-                FillNotice(fill=trade_fill("o-1", taker=False, ts_ms=100_250), position=None, received_ns=1),
+                # The reconciler says when the order was made (the portfolio poll may not have yet).
+                FillNotice(fill=trade_fill("o-1", taker=False, ts_ms=100_250), position=None, received_ns=1,
+                           order_created_ts=100.0),
                 FillNotice(fill=trade_fill("o-2", taker=True, ts_ms=101_000), position=None, received_ns=1),
             ]
         )
         assert fired == 1, "the Broadcaster subscribed itself to the reconciler's fills"
         assert await system["reconciler"].replay_requests.remote() == [UIConfig().recent_fills], \
             "it asks for the fills listed on the page that came before it subscribed"
+        # Counted from the reconciler's notices (until they arrive, the Trader's own count stands in:
+        # the same total, no fill times).
         trades = await until(
             ws, lambda m: isinstance(m, M.TradesMsg) and m.data.execution_stats.total_fills == 2
+            and m.data.execution_stats.avg_fill_time_ms is not None
         )
         s = trades.data.execution_stats
         assert (s.maker_fills, s.taker_fills, s.avg_fill_time_ms) == (1, 1, 250.0)
@@ -279,3 +285,23 @@ async def test_a_crashed_broadcaster_comes_back_on_the_same_port(system: dict[st
             await asyncio.sleep(0.2)
     async with connect(system["ws"]) as ws:
         await until(ws, lambda m: isinstance(m, M.CollectionStatusMsg) and m.data.deltas_collected == 55)
+
+
+async def test_the_directory_does_not_wait_for_a_hanging_policy_server_lookup(ray_running: None) -> None:
+    """serve.status() can hang while no Serve controller answers (seen on a loaded machine): the
+    poll round must go on without it (it froze every panel before)."""
+    from kalshiflow.dashboard.sources import ActorDirectory, BackgroundLookup
+
+    release = threading.Event()
+    d = ActorDirectory(f"kf-none-{uuid.uuid4().hex[:6]}", ActorNames())
+    d.policy_lookup = BackgroundLookup(lambda: (release.wait(30), (None, True))[1], (None, False), "policy")
+    try:
+        await asyncio.wait_for(d.refresh(), 10)  # the actor names only
+        assert d.policy_lookup.running and not d.has_policy_server
+        assert d.collectors() == [] and d.trader() is None
+    finally:
+        release.set()
+    async with asyncio.timeout(10):
+        while d.policy_lookup.running:
+            await asyncio.sleep(0.05)
+    assert d.has_policy_server

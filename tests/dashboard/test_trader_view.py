@@ -93,6 +93,13 @@ def test_the_tally_counts_every_fill_and_how_long_resting_orders_waited() -> Non
     assert trades.execution_stats.total_fills == 5 and [f.order_id for f in trades.recent_fills][0] == "x-2"
     no_fill = build_trades(None, None, ExecutionTally(3), now=1.0, state="running", cap=10)
     assert no_fill.recent_fills == [] and no_fill.execution_stats.total_fills == 0
+    # An order placed and filled between two polls: the reconciler's notice says when it was made.
+    tally.on_fill(FillNotice(fill=trade_fill("o-4", taker=False, ts_ms=105_500), position=None, received_ns=1,
+                             order_created_ts=105.0))
+    assert tally.avg_fill_time_ms == 1500.0  # (2.5 s + 0.5 s) / 2
+    tally.on_fill(FillNotice(fill=trade_fill("o-5", taker=True, ts_ms=106_000), position=None, received_ns=1,
+                             order_created_ts=100.0))
+    assert tally.avg_fill_time_ms == 1500.0, "a taker fill is no wait in a queue"
 
 
 def test_a_taker_no_fill_is_priced_on_the_no_side() -> None:
