@@ -177,7 +177,7 @@ class PositionReconcilerActor:
         notice = FillNotice(fill=fill, position=self._ledger.view(time.time()).positions.get(fill.ticker),
                             received_ns=recv_ns, origin=self._origin, seq=self._n["fills"],
                             maker_fills=self._n["maker_fills"], taker_fills=self._n["taker_fills"],
-                            order_created_ts=created or 0.0)
+                            order_created_ts=created)
         self._history.append(notice)
         for _, queue, _ in self._subs.values():
             queue.put_nowait(notice)
